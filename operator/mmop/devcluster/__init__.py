@@ -1,0 +1,1 @@
+"""mmop.devcluster: an embedded control plane (API server, kubelet, router) for local dev and tests."""
