@@ -1,0 +1,1 @@
+"""Pure builders: (MultimodalModel spec + status) in, manifest dicts out. No I/O, no kopf."""

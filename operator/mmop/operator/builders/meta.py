@@ -1,0 +1,81 @@
+"""Names, labels and ownerReferences shared by every child object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmop.operator import models
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_MODEL = "mmop.io/model"
+LABEL_VERSION = "mmop.io/version"
+ANNOTATION_REVISION = "mmop.io/revision"
+MANAGER = "mmop"
+
+
+def model_labels(name: str) -> dict[str, str]:
+    """Labels on every child of model ``name`` (also the selector of all its pods)."""
+    return {LABEL_NAME: name, LABEL_MANAGED_BY: MANAGER, LABEL_MODEL: name}
+
+
+def version_labels(name: str, version: str) -> dict[str, str]:
+    return {**model_labels(name), LABEL_VERSION: version}
+
+
+def pod_selector(name: str, version: str | None = None) -> dict[str, str]:
+    """The labels that pick the pods of a model (and of one version of it)."""
+    selector = {LABEL_MODEL: name}
+    if version is not None:
+        selector[LABEL_VERSION] = version
+    return selector
+
+
+def selector_string(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def versioned_name(name: str, version: str) -> str:
+    """Deployment, Service, HPA and PDB of one version: NAME-VERSION."""
+    return f"{name}-{version}"
+
+
+def service_host(name: str, namespace: str, cluster_domain: str) -> str:
+    return f"{name}.{namespace}.svc.{cluster_domain}"
+
+
+def model_url(mm: models.MultimodalModel, cluster_domain: str) -> str:
+    return f"http://{service_host(mm.metadata.name, mm.metadata.namespace, cluster_domain)}"
+
+
+def owner_reference(mm: models.MultimodalModel) -> dict[str, Any]:
+    return {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "name": mm.metadata.name,
+        "uid": mm.metadata.uid or "00000000-0000-0000-0000-000000000000",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def object_meta(
+    mm: models.MultimodalModel,
+    *,
+    name: str,
+    version: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """metadata of a child: name, namespace, the standard labels, the ownerReference."""
+    labels = (
+        version_labels(mm.metadata.name, version) if version else model_labels(mm.metadata.name)
+    )
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": mm.metadata.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(mm)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta

@@ -1,0 +1,96 @@
+"""Which versions should exist, with which weights and pod counts: derived from spec + status.
+
+The rollout state machine decides (and records in status) which version is stable, which is
+the canary and at what weight; this module turns that record into one ``VersionPlan`` per
+version for the object builders.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from mmop.operator import models
+
+Role = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class VersionPlan:
+    """One version to run."""
+
+    name: str
+    revision: str
+    serving: models.ServingSpec
+    role: Role
+    weight: int
+    replicas: int | None
+    """Deployment replicas; None when an HPA owns them."""
+    min_replicas: int
+    max_replicas: int
+
+
+def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
+    """The version's name: spec.version, or spec.version-REV when that name is in use by
+    another revision (the user changed the pod template without changing spec.version)."""
+    if spec_version not in taken:
+        return spec_version
+    return f"{spec_version}-{revision[:6]}"
+
+
+def _scaled(count: int, weight: int) -> int:
+    return max(1, math.ceil(count * weight / 100))
+
+
+def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
+    """Stable first, then the canary if one is in flight. Retiring versions are not planned:
+    the reconciler leaves their objects alone until they are due for deletion."""
+    spec, status = mm.spec, mm.status
+    if status.stable_spec is None or status.stable_version is None:
+        stable_name, stable_rev, stable_serving = spec.version, spec.revision(), spec.serving()
+    else:
+        stable_name = status.stable_version
+        stable_rev = status.stable_revision or status.stable_spec.revision()
+        stable_serving = status.stable_spec
+    canary = status.canary_version is not None and status.canary_version != stable_name
+    weight = status.canary_weight if canary else 0
+    service_router = spec.traffic.router == models.Router.SERVICE
+
+    plans: list[VersionPlan] = []
+    # Stable: full capacity throughout, so a rollback never finds it short of pods.
+    if spec.autoscaling is not None:
+        stable_replicas = None
+        stable_min, stable_max = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas
+    else:
+        stable_replicas = spec.replicas
+        if service_router and canary and 0 < weight < 100:
+            # No mesh: the split is the replica ratio, so the stable gives up what the canary takes.
+            stable_replicas = max(1, spec.replicas - _scaled(spec.replicas, weight))
+        stable_min = stable_max = stable_replicas
+    plans.append(
+        VersionPlan(
+            name=stable_name, revision=stable_rev, serving=stable_serving, role="stable",
+            weight=100 - weight, replicas=stable_replicas, min_replicas=stable_min,
+            max_replicas=stable_max,
+        )
+    )
+    if canary:
+        assert status.canary_version is not None
+        # The canary's capacity follows its weight; at weight 0 one pod answers the checks.
+        if spec.autoscaling is not None:
+            canary_replicas = None
+            canary_min = _scaled(spec.autoscaling.min_replicas, weight)
+            canary_max = _scaled(spec.autoscaling.max_replicas, weight)
+        else:
+            canary_replicas = _scaled(max(spec.replicas, 1), weight)
+            canary_min = canary_max = canary_replicas
+        plans.append(
+            VersionPlan(
+                name=status.canary_version,
+                revision=status.canary_revision or spec.revision(),
+                serving=spec.serving(), role="canary", weight=weight,
+                replicas=canary_replicas, min_replicas=canary_min, max_replicas=canary_max,
+            )
+        )
+    return plans

@@ -1,0 +1,167 @@
+"""``mmop``: the operator's command line (crd, render, run, dev)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmop.operator import crd, models
+from mmop.operator.builders.children import build_children
+from mmop.operator.settings import BuildOptions
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def load_documents(path: str) -> list[dict[str, Any]]:
+    """YAML documents from a file ('-' is stdin), skipping empty ones."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise CliError(f"{path}: {error.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as error:
+        raise CliError(f"{path}: not valid YAML: {error}") from None
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise CliError(f"{path}: every document must be a mapping, found {type(doc).__name__}")
+    return docs
+
+
+def render(
+    doc: dict[str, Any],
+    *,
+    options: BuildOptions,
+    canary_version: str | None = None,
+    weight: int = 0,
+) -> list[dict[str, Any]]:
+    """The desired children of one MultimodalModel document (status is ignored)."""
+    body = {k: v for k, v in doc.items() if k != "status"}
+    mm = models.parse_model(body)
+    if canary_version is not None:
+        if canary_version == mm.spec.version:
+            raise CliError("--canary-version must differ from spec.version (the stable version)")
+        serving = mm.spec.serving()
+        mm.status = models.MultimodalModelStatus(
+            stable_version=mm.spec.version,
+            stable_revision=serving.revision(),
+            stable_spec=serving,
+            canary_version=canary_version,
+            canary_revision=serving.model_copy(update={"version": canary_version}).revision(),
+            canary_weight=weight,
+        )
+    return build_children(mm, options=options)
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if args.check:
+        stale = crd.stale_crds(root)
+        if stale:
+            names = ", ".join(str(p) for p in stale)
+            print(f"stale CRD files (run `mmop crd`): {names}", file=sys.stderr)
+            return 1
+        return 0
+    if args.stdout:
+        sys.stdout.write(crd.render_crd_yaml())
+        return 0
+    for path in crd.write_crds(root):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    if args.weight is not None and args.canary_version is None:
+        raise CliError("--weight needs --canary-version")
+    options = BuildOptions(cluster_domain=args.cluster_domain)
+    objects: list[dict[str, Any]] = []
+    for doc in load_documents(args.filename):
+        if doc.get("kind") != models.KIND:
+            raise CliError(f"{args.filename}: expected kind {models.KIND}, found {doc.get('kind')}")
+        name = (doc.get("metadata") or {}).get("name", "?")
+        try:
+            objects += render(doc, options=options, canary_version=args.canary_version,
+                              weight=args.weight or 0)
+        except models.InvalidSpecError as error:
+            raise CliError(f"{args.filename}: MultimodalModel {name} is invalid: {error}") from None
+    if args.output == "json":
+        json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mmop.operator import runner  # imports kopf
+
+    return runner.run(namespace=args.namespace, kubeconfig=args.kubeconfig,
+                      standalone=args.standalone)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from mmop.devcluster import cli as dev_cli
+
+    return dev_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_crd = sub.add_parser("crd", help="generate the CRD YAML from the models")
+    p_crd.add_argument("--root", default=".", help="project root (default: .)")
+    p_crd.add_argument("--check", action="store_true", help="fail if the committed YAML is stale")
+    p_crd.add_argument("--stdout", action="store_true", help="print instead of writing files")
+    p_crd.set_defaults(func=_cmd_crd)
+
+    p_render = sub.add_parser("render", help="print the objects a MultimodalModel makes")
+    p_render.add_argument("-f", "--filename", required=True, help="YAML file ('-' for stdin)")
+    p_render.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    p_render.add_argument("--canary-version", help="also render a canary of this version")
+    p_render.add_argument("--weight", type=_percent, help="the canary's weight (0-100)")
+    p_render.add_argument("--cluster-domain", default="cluster.local")
+    p_render.set_defaults(func=_cmd_render)
+
+    p_run = sub.add_parser("run", help="run the operator (kopf) against a cluster")
+    p_run.add_argument("--namespace", "-n", help="watch one namespace (default: all)")
+    p_run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster or ~/.kube)")
+    p_run.add_argument("--standalone", action="store_true", default=True,
+                       help="no peering (one operator replica)")
+    p_run.set_defaults(func=_cmd_run)
+
+    p_dev = sub.add_parser("dev", help="run a local control plane with the operator")
+    p_dev.set_defaults(func=_cmd_dev)
+    try:
+        from mmop.devcluster import cli as dev_cli
+    except ImportError:  # the devcluster extra is not installed
+        pass
+    else:
+        if hasattr(dev_cli, "add_arguments"):
+            dev_cli.add_arguments(p_dev)
+    return parser
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,684 @@
+"""Typed MultimodalModel spec and status: the single source of truth for the API.
+
+The CRD's openAPIV3Schema is generated from these models (``mmop.operator.crd``); the operator
+validates every object with them too, so a cross-field rule lives here once, as a pydantic
+validator, and once more as a CEL ``x-kubernetes-validations`` rule for the API server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from mmop.runtime import contract
+
+GROUP = "mmop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "MultimodalModel"
+PLURAL = "multimodalmodels"
+SINGULAR = "multimodalmodel"
+SHORT_NAMES = ("mmm", "mmmodel", "mmmodels")
+
+# A DNS-1035 label: version names become parts of Deployment and Service names.
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+SOURCE = (
+    r"^(hf://[A-Za-z0-9][-A-Za-z0-9_.]*(/[A-Za-z0-9][-A-Za-z0-9_.]*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
+    r"|file:///[^\s]*"
+    r"|s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/[^\s]*)?"
+    r"|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^\s]*)?)$"
+)
+MAX_NAME_WITH_VERSION = 63  # NAME-VERSION names a Service: a DNS-1035 label
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it (camelCase, no nulls)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _cel(*rules: tuple[str, str, str | None]) -> dict[str, Any]:
+    """``x-kubernetes-validations`` entries: (rule, message, fieldPath or None)."""
+    out = []
+    for rule, message, field_path in rules:
+        entry = {"rule": rule, "message": message}
+        if field_path:
+            entry["fieldPath"] = field_path
+        out.append(entry)
+    return {"x-kubernetes-validations": out}
+
+
+# --- enums ---------------------------------------------------------------------------------
+class Task(StrEnum):
+    IMAGE_TEXT_EMBEDDING = contract.TASK_IMAGE_TEXT_EMBEDDING
+    ZERO_SHOT_IMAGE_CLASSIFICATION = contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION
+    IMAGE_TO_TEXT = contract.TASK_IMAGE_TO_TEXT
+    AUTOMATIC_SPEECH_RECOGNITION = contract.TASK_ASR
+    IMAGE_CLASSIFICATION = contract.TASK_IMAGE_CLASSIFICATION
+
+
+class Dtype(StrEnum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class Router(StrEnum):
+    ISTIO = "Istio"
+    GATEWAY_API = "GatewayAPI"
+    SERVICE = "Service"
+
+
+class Strategy(StrEnum):
+    CANARY = "Canary"
+    MANUAL = "Manual"
+
+
+class MetricType(StrEnum):
+    CPU = "CPU"
+    QPS = "QPS"
+    GPU = "GPU"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DEPLOYING = "Deploying"
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    ROLLING_BACK = "RollingBack"
+    FAILED = "Failed"
+    DEGRADED = "Degraded"
+
+
+# --- spec: what runs (changes here start a rollout) ----------------------------------------
+class ModelSource(_Model):
+    """Which model to serve and how to load it."""
+
+    source: Annotated[str, Field(pattern=SOURCE, max_length=1024)]
+    """Where the weights are: hf://ORG/NAME (Hugging Face hub), pvc://CLAIM/path (a
+    PersistentVolumeClaim mounted read-only), file:///abs/path (a path inside the image) or
+    s3://BUCKET/path and gs://BUCKET/path (downloaded by an init container)."""
+    revision: Annotated[str, Field(min_length=1, max_length=128)] = "main"
+    """Hub revision (branch, tag or commit) for hf:// sources."""
+    task: Task
+    """The inference task; it selects the transformers Auto classes and the request schema."""
+    dtype: Dtype = Dtype.AUTO
+    """Weights and compute precision; auto means fp16/bf16 autocast on GPU and fp32 on CPU."""
+    trust_remote_code: bool = False
+    """Run model code shipped with the weights. Off by default; weights load from safetensors
+    only, whatever this says."""
+
+
+class Batching(_Model):
+    """Dynamic batching in the runtime."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    """The largest batch one forward pass takes."""
+    max_delay_ms: Annotated[int, Field(ge=0, le=10_000)] = 5
+    """How long the batcher waits for more requests after the first one of a batch."""
+    max_queue_size: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Requests waiting beyond this are refused with 429 at once."""
+    queue_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    """A request still queued after this long is answered 504."""
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the model's namespace."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+    """The Secret's name."""
+    key: Annotated[str, Field(min_length=1, max_length=253)] = "token"
+    """The key inside the Secret."""
+
+
+class EnvVar(_Model):
+    """An environment variable for the runtime container (core/v1 EnvVar)."""
+
+    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256)]
+    """The variable's name."""
+    value: str | None = None
+    """A literal value."""
+    value_from: Annotated[
+        dict[str, Any] | None, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = None
+    """A source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."""
+
+
+class RuntimeSpec(_Model):
+    """The model server container."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] = "ghcr.io/mmop/runtime:0.1.0"
+    """The runtime image (the bundled mmop-runtime)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the image."""
+    batching: Batching = Field(default_factory=Batching)
+    """Dynamic batching settings."""
+    env: Annotated[list[EnvVar], Field(max_length=64)] = Field(default_factory=list)
+    """Extra environment for the runtime container; a name the operator also sets is
+    overridden by the value here."""
+    auth_secret_ref: SecretKeyRef | None = None
+    """When set, inference endpoints need 'Authorization: Bearer TOKEN' with the token read
+    from this Secret key; probes and metrics stay open."""
+
+
+class Resources(_Model):
+    """Compute for each runtime pod."""
+
+    gpu: Annotated[int, Field(ge=0, le=16)] = 1
+    """GPUs per pod (a limit on gpuResource); 0 runs on CPU."""
+    gpu_resource: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$", max_length=253)] = (
+        "nvidia.com/gpu"
+    )
+    """The extended resource name that schedules GPUs."""
+    cpu: Annotated[str, Field(pattern=QUANTITY, max_length=32)] = "4"
+    """CPU request (a Kubernetes quantity)."""
+    memory: Annotated[str, Field(pattern=QUANTITY, max_length=32)] = "16Gi"
+    """Memory request and limit (a Kubernetes quantity)."""
+    shm_size: Annotated[str, Field(pattern=QUANTITY, max_length=32)] = "1Gi"
+    """Size limit of the memory-backed /dev/shm volume."""
+    cache_size: Annotated[str, Field(pattern=QUANTITY, max_length=32)] = "50Gi"
+    """Size limit of the model cache volume (hub downloads)."""
+
+
+class Scheduling(_Model):
+    """Where runtime pods may run (passed to the pod spec as is)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a pod's node must carry."""
+    tolerations: Annotated[
+        list[dict[str, Any]],
+        Field(json_schema_extra={"items": {"type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True}}),
+    ] = Field(default_factory=list)
+    """Pod tolerations (core/v1 Toleration). A GPU toleration is added when gpu > 0."""
+    affinity: Annotated[
+        dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = Field(default_factory=dict)
+    """Pod affinity (core/v1 Affinity)."""
+    priority_class_name: Annotated[str, Field(max_length=253)] = ""
+    """The pods' PriorityClass."""
+    runtime_class_name: Annotated[str, Field(max_length=253)] = ""
+    """The pods' RuntimeClass (for example nvidia)."""
+
+
+class ServingSpec(_Model):
+    """Everything that shapes a version's pods. A change of any of it is a new revision."""
+
+    version: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)]
+    """The user's label for this build (a DNS label). Changing it, or anything else that
+    changes the pod template, starts a rollout."""
+    model: ModelSource
+    """The model and how to load it."""
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """The model server container."""
+    resources: Resources = Field(default_factory=Resources)
+    """Compute per pod."""
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    """Pod placement."""
+
+    def revision(self) -> str:
+        """A short stable hash of the serving spec: equal specs give equal revisions."""
+        canonical = json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+# --- spec: how it scales and rolls out (applied in place) -----------------------------------
+class Metric(_Model):
+    """One autoscaling signal."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("self.type == 'QPS' || has(self.targetUtilization)",
+             "CPU and GPU metrics need targetUtilization", None),
+            ("self.type != 'QPS' || has(self.targetPerReplica)",
+             "a QPS metric needs targetPerReplica", None),
+        )
+    )
+
+    type: MetricType
+    """CPU (HPA Resource metric), QPS (Pods metric mmop_requests_per_second) or GPU (Pods
+    metric mmop_gpu_utilization_percent)."""
+    target_utilization: Annotated[int | None, Field(ge=1, le=100)] = None
+    """Target average utilisation in percent (CPU, GPU)."""
+    target_per_replica: Annotated[float | None, Field(gt=0, le=100_000)] = None
+    """Target requests per second per pod (QPS)."""
+
+    @model_validator(mode="after")
+    def _targets(self) -> Metric:
+        if self.type == MetricType.QPS and self.target_per_replica is None:
+            raise ValueError("a QPS metric needs targetPerReplica")
+        if self.type != MetricType.QPS and self.target_utilization is None:
+            raise ValueError(f"a {self.type} metric needs targetUtilization")
+        return self
+
+
+class Autoscaling(_Model):
+    """A HorizontalPodAutoscaler per version; replicas is ignored when this is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas",
+             ".minReplicas"),
+        )
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    """The fewest pods of the stable version."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 8
+    """The most pods of the stable version."""
+    metrics: Annotated[
+        list[Metric],
+        Field(min_length=1, max_length=3, json_schema_extra={
+            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+    ] = Field(default_factory=lambda: [Metric(type=MetricType.CPU, target_utilization=70)])
+    """Scaling signals, at most one of each type."""
+    behavior: Annotated[
+        dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    ] = Field(default_factory=dict)
+    """Passed to the autoscaling/v2 HPA's behavior as is."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        seen: set[MetricType] = set()
+        for metric in self.metrics:
+            if metric.type in seen:
+                raise ValueError(f"at most one {metric.type} metric")
+            seen.add(metric.type)
+        return self
+
+
+class Traffic(_Model):
+    """How requests reach the versions."""
+
+    router: Router = Router.ISTIO
+    """Istio (VirtualService + DestinationRule), GatewayAPI (HTTPRoute) or Service (no mesh:
+    the split follows the replica ratio, approximately)."""
+    gateways: Annotated[
+        list[Annotated[str, Field(pattern=r"^([a-z0-9-]+/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]],
+        Field(max_length=16),
+    ] = Field(default_factory=lambda: ["mesh"])
+    """Istio gateways, or Gateway API parent Gateways (NAMESPACE/NAME); 'mesh' means
+    in-mesh traffic (for Gateway API: a GAMMA route attached to the model's Service)."""
+    hosts: Annotated[
+        list[Annotated[str, Field(pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]],
+        Field(max_length=16),
+    ] = Field(default_factory=list)
+    """Extra host names to route besides the model's Service names."""
+
+
+class Analysis(_Model):
+    """When a canary step passes."""
+
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Highest share of 5xx answers among the canary's inference requests."""
+    max_latency_p99_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
+    """Highest p99 request latency of the canary, in milliseconds."""
+    min_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 20
+    """Fewer canary requests than this in an interval make the check inconclusive (hold)."""
+
+
+class Rollout(_Model):
+    """How a new revision replaces the stable one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("self.steps[size(self.steps) - 1] == 100", "steps must end at 100", ".steps"),
+            ("self.steps.isSorted()", "steps must be strictly increasing", ".steps"),
+            ("self.strategy == 'Manual' || self.canaryWeight == 0",
+             "canaryWeight is only for the Manual strategy", ".canaryWeight"),
+        )
+    )
+
+    strategy: Strategy = Strategy.CANARY
+    """Canary: the operator moves the weight by steps while analysis passes. Manual: the user
+    sets canaryWeight."""
+    steps: Annotated[
+        list[Annotated[int, Field(ge=1, le=100)]],
+        Field(min_length=1, max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(default_factory=lambda: [10, 25, 50, 100])
+    """Canary weights in percent, strictly increasing, the last one 100."""
+    step_interval: Annotated[str, Field(pattern=DURATION, max_length=32)] = "60s"
+    """Time between analyses (and weight steps), as a duration such as 30s, 1m or 1m30s."""
+    max_failed_checks: Annotated[int, Field(ge=1, le=100)] = 3
+    """Failed analyses that roll the canary back."""
+    progress_deadline_seconds: Annotated[int, Field(ge=10, le=86_400)] = 900
+    """Time for a canary to become available and pass its test inference (model download
+    and load included) before it is rolled back."""
+    analysis: Analysis = Field(default_factory=Analysis)
+    """Thresholds for a passing step."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 60
+    """How long the previous stable version keeps running after a promotion."""
+    paused: bool = False
+    """Hold the canary weight where it is."""
+    canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
+    """Manual strategy only: the canary's weight in percent."""
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("steps must be strictly increasing")
+        if steps[-1] != 100:
+            raise ValueError("steps must end at 100")
+        return steps
+
+    @model_validator(mode="after")
+    def _manual_weight(self) -> Rollout:
+        if self.strategy != Strategy.MANUAL and self.canary_weight != 0:
+            raise ValueError("canaryWeight is only for the Manual strategy")
+        return self
+
+    def step_interval_seconds(self) -> float:
+        return parse_duration(self.step_interval).total_seconds()
+
+
+class MultimodalModelSpec(ServingSpec):
+    """The desired state of a MultimodalModel."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("!has(self.autoscaling) || !self.autoscaling.metrics.exists(m, m.type == 'GPU')"
+             " || self.resources.gpu > 0",
+             "a GPU autoscaling metric needs resources.gpu > 0", ".autoscaling.metrics"),
+            ("self.runtime.batching.maxDelayMs <= self.runtime.batching.queueTimeoutSeconds * 1000",
+             "maxDelayMs must not exceed queueTimeoutSeconds", ".runtime.batching.maxDelayMs"),
+        )
+    )
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Pods of the stable version when autoscaling is absent."""
+    autoscaling: Autoscaling | None = None
+    """Horizontal autoscaling on CPU, QPS and GPU utilisation."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    """Routing."""
+    rollout: Rollout = Field(default_factory=Rollout)
+    """Canary rollout."""
+
+    @model_validator(mode="after")
+    def _cross(self) -> MultimodalModelSpec:
+        if self.autoscaling is not None and self.resources.gpu == 0 and any(
+            m.type == MetricType.GPU for m in self.autoscaling.metrics
+        ):
+            raise ValueError("a GPU autoscaling metric needs resources.gpu > 0")
+        batching = self.runtime.batching
+        if batching.max_delay_ms > batching.queue_timeout_seconds * 1000:
+            raise ValueError("runtime.batching.maxDelayMs must not exceed queueTimeoutSeconds")
+        return self
+
+    def serving(self) -> ServingSpec:
+        """The part of the spec that shapes pods."""
+        return ServingSpec.model_validate(
+            {k: getattr(self, k) for k in ServingSpec.model_fields}
+        )
+
+
+# --- status ----------------------------------------------------------------------------------
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: Annotated[str, Field(max_length=316)]
+    """Ready, Progressing, ..."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: Annotated[str, Field(max_length=1024)]
+    """A CamelCase reason."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable details."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The generation the condition was set for."""
+
+
+class CheckResult(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class LastCheck(_Model):
+    """The latest canary analysis."""
+
+    time: str
+    """When it ran."""
+    error_rate: float | None = None
+    """5xx share among canary inference requests in the interval."""
+    latency_p99_ms: float | None = None
+    """p99 request latency in the interval, in milliseconds."""
+    requests: int = 0
+    """Canary inference requests in the interval."""
+    result: CheckResult
+    """Passed, Failed or Inconclusive."""
+    message: str = ""
+    """Why."""
+
+
+class MetricsSnapshot(_Model):
+    """Cumulative canary counters at the last analysis; the next one uses the difference."""
+
+    requests: float = 0
+    """Inference requests answered."""
+    errors: float = 0
+    """Of which 5xx."""
+    buckets: dict[str, float] = Field(default_factory=dict)
+    """Cumulative latency histogram buckets by upper bound (le)."""
+    pods: list[str] = Field(default_factory=list)
+    """The pods the counters came from (a restarted pod resets its counters)."""
+
+
+class RolloutStatus(_Model):
+    """Progress of the current canary."""
+
+    step: int = 0
+    """Index of the current step; the weight is steps[step] once the canary is verified."""
+    failed_checks: int = 0
+    """Failed analyses so far."""
+    started_at: str | None = None
+    """When this canary was created."""
+    verified_at: str | None = None
+    """When the canary became available and passed its readiness check and test inference."""
+    last_step_at: str | None = None
+    """When the weight last changed or the last analysis ran."""
+    last_check: LastCheck | None = None
+    """The latest analysis."""
+    baseline: MetricsSnapshot | None = None
+    """Counters at the latest analysis."""
+
+
+class VersionRole(StrEnum):
+    STABLE = "Stable"
+    CANARY = "Canary"
+    RETIRING = "Retiring"
+
+
+class VersionStatus(_Model):
+    """One live version."""
+
+    name: str
+    """Version name (also the suffix of its Deployment and Service)."""
+    revision: str
+    """Hash of its serving spec."""
+    role: VersionRole
+    """Stable, Canary or Retiring (old stable kept for scaleDownDelaySeconds)."""
+    weight: int = 0
+    """Its share of traffic in percent."""
+    replicas: int = 0
+    """Pods."""
+    ready_replicas: int = 0
+    """Ready pods."""
+    retire_after: str | None = None
+    """Retiring versions: when their objects are deleted."""
+
+
+class HistoryResult(StrEnum):
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+    CANCELLED = "Cancelled"
+
+
+class HistoryEntry(_Model):
+    """A finished rollout."""
+
+    version: str
+    """The canary's version."""
+    revision: str = ""
+    """The canary's revision."""
+    result: HistoryResult
+    """Promoted, RolledBack, Superseded (a newer revision replaced it) or Cancelled (the spec
+    went back to the stable revision)."""
+    reason: str = ""
+    """Why."""
+    finished_at: str
+    """When."""
+
+
+class MultimodalModelStatus(_Model):
+    """The observed state; all rollout progress lives here so a restart resumes."""
+
+    observed_generation: int | None = None
+    """The generation last reconciled."""
+    phase: Phase = Phase.PENDING
+    """Pending, Deploying, Ready, Progressing, Promoting, RollingBack, Failed or Degraded."""
+    message: str = ""
+    """A one-line summary of the current state."""
+    stable_version: str | None = None
+    """The version serving by default."""
+    stable_revision: str | None = None
+    """Its revision."""
+    stable_spec: ServingSpec | None = None
+    """The serving spec of the stable version (so it keeps running while the spec moves on)."""
+    canary_version: str | None = None
+    """The version being rolled out."""
+    canary_revision: str | None = None
+    """Its revision."""
+    canary_weight: int = 0
+    """The canary's share of traffic in percent."""
+    failed_revision: str | None = None
+    """The last revision rolled back; it is not retried until the spec changes."""
+    replicas: int = 0
+    """Pods of all versions."""
+    ready_replicas: int = 0
+    """Ready pods of all versions."""
+    selector: str = ""
+    """Label selector of all the model's pods (for the scale subresource)."""
+    url: str | None = None
+    """The in-cluster URL of the model."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready and Progressing (metav1.Condition)."""
+    rollout: RolloutStatus | None = None
+    """The running canary's progress."""
+    versions: list[VersionStatus] = Field(default_factory=list)
+    """Live versions with their weights."""
+    history: Annotated[list[HistoryEntry], Field(max_length=10)] = Field(default_factory=list)
+    """The last 10 finished rollouts, newest last."""
+
+
+class ObjectMeta(BaseModel):
+    """The metadata the operator reads; everything else passes through untouched."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=MAX_NAME_WITH_VERSION)]
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class MultimodalModel(BaseModel):
+    """A whole MultimodalModel object."""
+
+    model_config = ConfigDict(populate_by_name=True, alias_generator=to_camel, extra="forbid")
+
+    api_version: Literal["mmop.io/v1alpha1"] = API_VERSION
+    kind: Literal["MultimodalModel"] = KIND
+    metadata: ObjectMeta
+    spec: MultimodalModelSpec
+    status: MultimodalModelStatus = Field(default_factory=MultimodalModelStatus)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> MultimodalModel:
+        # Version names can grow by a 7-character revision suffix (see naming).
+        room = MAX_NAME_WITH_VERSION - len(self.metadata.name) - 1 - 7
+        if len(self.spec.version) > room:
+            raise ValueError(
+                f"metadata.name and spec.version together are too long: "
+                f"len(name) + len(version) must be at most {MAX_NAME_WITH_VERSION - 8}"
+            )
+        return self
+
+
+# --- helpers -----------------------------------------------------------------------------------
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'1m30s' -> 90 s (the Go duration subset the CRD pattern allows)."""
+    if not re.fullmatch(DURATION, text):
+        raise ValueError(f"not a duration: {text!r}")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_validation_error(error: ValidationError, *, prefix: str = "") -> str:
+    """One line per problem, each naming the field by its path in the YAML."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"] if p not in ("function-after",))
+        path = f"{prefix}{path}" if path else prefix.rstrip(".") or "(object)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+class InvalidSpecError(ValueError):
+    """A MultimodalModel that fails validation; the message names the fields."""
+
+
+def parse_model(obj: dict[str, Any]) -> MultimodalModel:
+    """Validate a whole object (as read from YAML or the API) or raise InvalidSpecError."""
+    try:
+        return MultimodalModel.model_validate(obj)
+    except ValidationError as error:
+        raise InvalidSpecError(format_validation_error(error)) from None
+
+
+def parse_spec(spec: dict[str, Any]) -> MultimodalModelSpec:
+    try:
+        return MultimodalModelSpec.model_validate(spec)
+    except ValidationError as error:
+        raise InvalidSpecError(format_validation_error(error, prefix="spec.")) from None

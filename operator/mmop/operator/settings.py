@@ -1,0 +1,46 @@
+"""Typed operator settings, read once from the environment (MMOP_*) and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the pure builders need beyond the MultimodalModel itself."""
+
+    cluster_domain: str = "cluster.local"
+    storage_initializer_image: str = "kserve/storage-initializer:v0.14.0"
+    # Extra seconds for the startup probe beyond the rollout's progress deadline are pointless:
+    # the operator gives up on a canary at the deadline anyway.
+    probe_period_seconds: int = 10
+
+
+class OperatorSettings(BaseSettings):
+    """Settings of the operator process."""
+
+    model_config = SettingsConfigDict(env_prefix="MMOP_OPERATOR_", extra="ignore")
+
+    namespace: str | None = None
+    """Watch one namespace; None watches all."""
+    cluster_domain: str = "cluster.local"
+    storage_initializer_image: str = "kserve/storage-initializer:v0.14.0"
+    prometheus_url: str | None = None
+    """When set, canary analysis queries Prometheus instead of scraping the canary pods."""
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """Level-based resync period of every MultimodalModel."""
+    rollout_tick_seconds: float = Field(default=5.0, gt=0)
+    """How often the rollout driver looks at a model with a canary in flight."""
+    health_port: int = 8081
+    """Liveness and Prometheus metrics of the operator itself."""
+    http_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Timeout for calls to runtime pods (test inference, /metrics)."""
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(
+            cluster_domain=self.cluster_domain,
+            storage_initializer_image=self.storage_initializer_image,
+        )
