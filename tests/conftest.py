@@ -12,8 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_SCHEMAS = ROOT.parent / "shared" / "schemas"
 TOOLS_BIN = ROOT / ".tools" / "bin"
 
-_FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration,
-                   "e2e": pytest.mark.e2e}
+_FOLDER_MARKERS = {
+    "unit": pytest.mark.unit,
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

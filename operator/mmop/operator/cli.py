@@ -88,8 +88,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
             raise CliError(f"{args.filename}: expected kind {models.KIND}, found {doc.get('kind')}")
         name = (doc.get("metadata") or {}).get("name", "?")
         try:
-            objects += render(doc, options=options, canary_version=args.canary_version,
-                              weight=args.weight or 0)
+            objects += render(
+                doc, options=options, canary_version=args.canary_version, weight=args.weight or 0
+            )
         except models.InvalidSpecError as error:
             raise CliError(f"{args.filename}: MultimodalModel {name} is invalid: {error}") from None
     if args.output == "json":
@@ -103,8 +104,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from mmop.operator import runner  # imports kopf
 
-    return runner.run(namespace=args.namespace, kubeconfig=args.kubeconfig,
-                      standalone=args.standalone)
+    return runner.run(
+        namespace=args.namespace, kubeconfig=args.kubeconfig, standalone=args.standalone
+    )
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
@@ -134,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run the operator (kopf) against a cluster")
     p_run.add_argument("--namespace", "-n", help="watch one namespace (default: all)")
     p_run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster or ~/.kube)")
-    p_run.add_argument("--standalone", action="store_true", default=True,
-                       help="no peering (one operator replica)")
+    p_run.add_argument(
+        "--standalone", action="store_true", default=True, help="no peering (one operator replica)"
+    )
     p_run.set_defaults(func=_cmd_run)
 
     p_dev = sub.add_parser("dev", help="run a local control plane with the operator")

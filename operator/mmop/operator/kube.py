@@ -8,6 +8,7 @@ HTTP is ``httpx``.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import ssl
@@ -65,7 +66,10 @@ HPA = Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutosc
 PDB = Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 CRD = Kind(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    "CustomResourceDefinition",
     namespaced=False,
 )
 VIRTUAL_SERVICE = Kind("networking.istio.io", "v1", "virtualservices", "VirtualService")
@@ -74,8 +78,23 @@ HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 MULTIMODAL_MODEL = Kind("mmop.io", "v1alpha1", "multimodalmodels", "MultimodalModel")
 
 KNOWN_KINDS: tuple[Kind, ...] = (
-    NAMESPACE, POD, SERVICE, ENDPOINTS, EVENT, SECRET, CONFIGMAP, SERVICE_ACCOUNT, DEPLOYMENT,
-    REPLICASET, HPA, PDB, LEASE, CRD, VIRTUAL_SERVICE, DESTINATION_RULE, HTTP_ROUTE,
+    NAMESPACE,
+    POD,
+    SERVICE,
+    ENDPOINTS,
+    EVENT,
+    SECRET,
+    CONFIGMAP,
+    SERVICE_ACCOUNT,
+    DEPLOYMENT,
+    REPLICASET,
+    HPA,
+    PDB,
+    LEASE,
+    CRD,
+    VIRTUAL_SERVICE,
+    DESTINATION_RULE,
+    HTTP_ROUTE,
     MULTIMODAL_MODEL,
 )
 
@@ -132,7 +151,9 @@ class Connection:
         from kubernetes.client import Configuration
 
         cfg = Configuration()
-        kconfig.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+        kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=cfg
+        )
         return cls._from_configuration(cfg)
 
     @classmethod
@@ -141,14 +162,16 @@ class Connection:
         from kubernetes.client import Configuration
 
         cfg = Configuration()
-        kconfig.load_incluster_config(client_configuration=cfg)
+        kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls._from_configuration(cfg)
 
     @classmethod
     def auto(cls, kubeconfig: str | None = None) -> Connection:
         """In-cluster when running in a pod and no kubeconfig is named; the kubeconfig otherwise."""
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get(
-            "KUBECONFIG"
+        if (
+            kubeconfig is None
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
+            and not os.environ.get("KUBECONFIG")
         ):
             return cls.in_cluster()
         return cls.from_kubeconfig(kubeconfig)
@@ -285,11 +308,11 @@ class KubeClient:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         listing = await self.list(
             kind, namespace=namespace, label_selector=label_selector, field_selector=field_selector
         )
-        items: list[dict[str, Any]] = listing.get("items") or []
+        items: builtins.list[dict[str, Any]] = listing.get("items") or []
         return items
 
     async def create(
@@ -334,7 +357,10 @@ class KubeClient:
         self, kind: Kind, *, name: str, namespace: str | None, status: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await self.patch(
-            kind, name=name, namespace=namespace, patch={"status": dict(status)},
+            kind,
+            name=name,
+            namespace=namespace,
+            patch={"status": dict(status)},
             subresource="status",
         )
 

@@ -8,11 +8,12 @@ validator, and once more as a CEL ``x-kubernetes-validations`` rule for the API 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,10 +27,10 @@ from pydantic.alias_generators import to_camel
 
 from mmop.runtime import contract
 
-GROUP = "mmop.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "MultimodalModel"
+GROUP: Final = "mmop.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "mmop.io/v1alpha1"
+KIND: Final = "MultimodalModel"
 PLURAL = "multimodalmodels"
 SINGULAR = "multimodalmodel"
 SHORT_NAMES = ("mmm", "mmmodel", "mmmodels")
@@ -168,7 +169,8 @@ class EnvVar(_Model):
     value: str | None = None
     """A literal value."""
     value_from: Annotated[
-        dict[str, Any] | None, Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+        dict[str, Any] | None,
+        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
     ] = None
     """A source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."""
 
@@ -216,8 +218,11 @@ class Scheduling(_Model):
     """Node labels a pod's node must carry."""
     tolerations: Annotated[
         list[dict[str, Any]],
-        Field(json_schema_extra={"items": {"type": "object",
-                                            "x-kubernetes-preserve-unknown-fields": True}}),
+        Field(
+            json_schema_extra={
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+            }
+        ),
     ] = Field(default_factory=list)
     """Pod tolerations (core/v1 Toleration). A GPU toleration is added when gpu > 0."""
     affinity: Annotated[
@@ -257,10 +262,16 @@ class Metric(_Model):
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            ("self.type == 'QPS' || has(self.targetUtilization)",
-             "CPU and GPU metrics need targetUtilization", None),
-            ("self.type != 'QPS' || has(self.targetPerReplica)",
-             "a QPS metric needs targetPerReplica", None),
+            (
+                "self.type == 'QPS' || has(self.targetUtilization)",
+                "CPU and GPU metrics need targetUtilization",
+                None,
+            ),
+            (
+                "self.type != 'QPS' || has(self.targetPerReplica)",
+                "a QPS metric needs targetPerReplica",
+                None,
+            ),
         )
     )
 
@@ -286,8 +297,11 @@ class Autoscaling(_Model):
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            ("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas",
-             ".minReplicas"),
+            (
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+                ".minReplicas",
+            ),
         )
     )
 
@@ -297,8 +311,14 @@ class Autoscaling(_Model):
     """The most pods of the stable version."""
     metrics: Annotated[
         list[Metric],
-        Field(min_length=1, max_length=3, json_schema_extra={
-            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+        Field(
+            min_length=1,
+            max_length=3,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+        ),
     ] = Field(default_factory=lambda: [Metric(type=MetricType.CPU, target_utilization=70)])
     """Scaling signals, at most one of each type."""
     behavior: Annotated[
@@ -306,15 +326,20 @@ class Autoscaling(_Model):
     ] = Field(default_factory=dict)
     """Passed to the autoscaling/v2 HPA's behavior as is."""
 
+    @field_validator("metrics")
+    @classmethod
+    def _one_of_each(cls, metrics: list[Metric]) -> list[Metric]:
+        seen: set[MetricType] = set()
+        for metric in metrics:
+            if metric.type in seen:
+                raise ValueError(f"at most one {metric.type} metric")
+            seen.add(metric.type)
+        return metrics
+
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
-        seen: set[MetricType] = set()
-        for metric in self.metrics:
-            if metric.type in seen:
-                raise ValueError(f"at most one {metric.type} metric")
-            seen.add(metric.type)
         return self
 
 
@@ -355,8 +380,11 @@ class Rollout(_Model):
         json_schema_extra=_cel(
             ("self.steps[size(self.steps) - 1] == 100", "steps must end at 100", ".steps"),
             ("self.steps.isSorted()", "steps must be strictly increasing", ".steps"),
-            ("self.strategy == 'Manual' || self.canaryWeight == 0",
-             "canaryWeight is only for the Manual strategy", ".canaryWeight"),
+            (
+                "self.strategy == 'Manual' || self.canaryWeight == 0",
+                "canaryWeight is only for the Manual strategy",
+                ".canaryWeight",
+            ),
         )
     )
 
@@ -387,7 +415,7 @@ class Rollout(_Model):
     @field_validator("steps")
     @classmethod
     def _steps(cls, steps: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError("steps must be strictly increasing")
         if steps[-1] != 100:
             raise ValueError("steps must end at 100")
@@ -408,11 +436,18 @@ class MultimodalModelSpec(ServingSpec):
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
-            ("!has(self.autoscaling) || !self.autoscaling.metrics.exists(m, m.type == 'GPU')"
-             " || self.resources.gpu > 0",
-             "a GPU autoscaling metric needs resources.gpu > 0", ".autoscaling.metrics"),
-            ("self.runtime.batching.maxDelayMs <= self.runtime.batching.queueTimeoutSeconds * 1000",
-             "maxDelayMs must not exceed queueTimeoutSeconds", ".runtime.batching.maxDelayMs"),
+            (
+                "!has(self.autoscaling) || !self.autoscaling.metrics.exists(m, m.type == 'GPU')"
+                " || self.resources.gpu > 0",
+                "a GPU autoscaling metric needs resources.gpu > 0",
+                ".autoscaling.metrics",
+            ),
+            (
+                "self.runtime.batching.maxDelayMs"
+                " <= self.runtime.batching.queueTimeoutSeconds * 1000",
+                "maxDelayMs must not exceed queueTimeoutSeconds",
+                ".runtime.batching.maxDelayMs",
+            ),
         )
     )
 
@@ -427,8 +462,10 @@ class MultimodalModelSpec(ServingSpec):
 
     @model_validator(mode="after")
     def _cross(self) -> MultimodalModelSpec:
-        if self.autoscaling is not None and self.resources.gpu == 0 and any(
-            m.type == MetricType.GPU for m in self.autoscaling.metrics
+        if (
+            self.autoscaling is not None
+            and self.resources.gpu == 0
+            and any(m.type == MetricType.GPU for m in self.autoscaling.metrics)
         ):
             raise ValueError("a GPU autoscaling metric needs resources.gpu > 0")
         batching = self.runtime.batching
@@ -438,9 +475,11 @@ class MultimodalModelSpec(ServingSpec):
 
     def serving(self) -> ServingSpec:
         """The part of the spec that shapes pods."""
-        return ServingSpec.model_validate(
-            {k: getattr(self, k) for k in ServingSpec.model_fields}
-        )
+        return ServingSpec.model_validate({k: getattr(self, k) for k in ServingSpec.model_fields})
+
+    def revision(self) -> str:
+        """The revision of the serving part only: scaling and rollout settings apply in place."""
+        return self.serving().revision()
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -19,20 +19,26 @@ def _quantity(value: float) -> str:
 
 def build_metric(metric: models.Metric) -> dict[str, Any]:
     if metric.type == models.MetricType.CPU:
-        return {"type": "Resource", "resource": {
-            "name": "cpu",
-            "target": {"type": "Utilization", "averageUtilization": metric.target_utilization},
-        }}
+        return {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": metric.target_utilization},
+            },
+        }
     if metric.type == models.MetricType.QPS:
         assert metric.target_per_replica is not None
         name, target = contract.METRIC_REQUESTS_PER_SECOND, metric.target_per_replica
     else:
         assert metric.target_utilization is not None
         name, target = contract.METRIC_GPU_UTILIZATION, float(metric.target_utilization)
-    return {"type": "Pods", "pods": {
-        "metric": {"name": name},
-        "target": {"type": "AverageValue", "averageValue": _quantity(target)},
-    }}
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": _quantity(target)},
+        },
+    }
 
 
 def build_hpa(mm: models.MultimodalModel, plan: VersionPlan) -> dict[str, Any] | None:

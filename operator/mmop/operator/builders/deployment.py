@@ -56,17 +56,21 @@ def runtime_env(*, mm: models.MultimodalModel, plan: VersionPlan) -> list[dict[s
         {"name": contract.ENV_QUEUE_TIMEOUT_SECONDS, "value": str(batching.queue_timeout_seconds)},
         {"name": contract.ENV_DEVICE, "value": "cuda" if serving.resources.gpu > 0 else "cpu"},
         {"name": contract.ENV_DTYPE, "value": serving.model.dtype.value},
-        {"name": contract.ENV_TRUST_REMOTE_CODE,
-         "value": "true" if serving.model.trust_remote_code else "false"},
+        {
+            "name": contract.ENV_TRUST_REMOTE_CODE,
+            "value": "true" if serving.model.trust_remote_code else "false",
+        },
         {"name": contract.ENV_CACHE_DIR, "value": contract.CACHE_MOUNT_PATH},
         {"name": "HF_HOME", "value": f"{contract.CACHE_MOUNT_PATH}/hf"},
     ]
     if serving.runtime.auth_secret_ref is not None:
         ref = serving.runtime.auth_secret_ref
-        ours.append({
-            "name": contract.ENV_AUTH_TOKEN,
-            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-        })
+        ours.append(
+            {
+                "name": contract.ENV_AUTH_TOKEN,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
     user = [e.wire() for e in serving.runtime.env]
     overridden = {e["name"] for e in user}
     return [e for e in ours if e["name"] not in overridden] + user
@@ -109,15 +113,19 @@ def _volumes(serving: models.ServingSpec) -> tuple[list[dict[str, Any]], list[di
     ]
     _, pvc = model_location(serving.model)
     if pvc is not None:
-        volumes.append({
-            "name": pvc["name"],
-            "persistentVolumeClaim": {"claimName": pvc["claim"], "readOnly": True},
-        })
-        mounts.append({
-            "name": pvc["name"],
-            "mountPath": f"{contract.PVC_MOUNT_ROOT}/{pvc['claim']}",
-            "readOnly": True,
-        })
+        volumes.append(
+            {
+                "name": pvc["name"],
+                "persistentVolumeClaim": {"claimName": pvc["claim"], "readOnly": True},
+            }
+        )
+        mounts.append(
+            {
+                "name": pvc["name"],
+                "mountPath": f"{contract.PVC_MOUNT_ROOT}/{pvc['claim']}",
+                "readOnly": True,
+            }
+        )
     return volumes, mounts
 
 
@@ -141,20 +149,24 @@ def _init_containers(
 ) -> list[dict[str, Any]]:
     if not _needs_download(serving.model):
         return []
-    return [{
-        "name": STORAGE_INITIALIZER,
-        "image": options.storage_initializer_image,
-        "args": [serving.model.source, DOWNLOADED_MODEL_PATH],
-        # Credentials (AWS_*, GOOGLE_APPLICATION_CREDENTIALS ...) come from spec.runtime.env.
-        "env": [e for e in env if not e["name"].startswith("MMOP_")],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                      "limits": {"memory": "1Gi"}},
-        "volumeMounts": [
-            {"name": "model-cache", "mountPath": contract.CACHE_MOUNT_PATH},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "securityContext": _container_security(),
-    }]
+    return [
+        {
+            "name": STORAGE_INITIALIZER,
+            "image": options.storage_initializer_image,
+            "args": [serving.model.source, DOWNLOADED_MODEL_PATH],
+            # Credentials (AWS_*, GOOGLE_APPLICATION_CREDENTIALS ...) come from spec.runtime.env.
+            "env": [e for e in env if not e["name"].startswith("MMOP_")],
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "256Mi"},
+                "limits": {"memory": "1Gi"},
+            },
+            "volumeMounts": [
+                {"name": "model-cache", "mountPath": contract.CACHE_MOUNT_PATH},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+            "securityContext": _container_security(),
+        }
+    ]
 
 
 def build_deployment(
@@ -173,14 +185,20 @@ def build_deployment(
         "name": RUNTIME_CONTAINER,
         "image": serving.runtime.image,
         "imagePullPolicy": serving.runtime.image_pull_policy,
-        "ports": [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT,
-                   "protocol": "TCP"}],
+        "ports": [
+            {
+                "name": contract.HTTP_PORT_NAME,
+                "containerPort": contract.HTTP_PORT,
+                "protocol": "TCP",
+            }
+        ],
         "env": env,
         "resources": _resources(serving.resources),
         "volumeMounts": mounts,
         # Model download and load can take most of the progress deadline.
-        "startupProbe": _probe(contract.LIVE_PATH, period=period,
-                               failures=max(3, math.ceil(deadline / period))),
+        "startupProbe": _probe(
+            contract.LIVE_PATH, period=period, failures=max(3, math.ceil(deadline / period))
+        ),
         "readinessProbe": _probe(contract.READY_PATH, period=5, failures=3),
         "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
@@ -222,8 +240,10 @@ def build_deployment(
         "selector": {"matchLabels": meta.pod_selector(mm.metadata.name, plan.name)},
         "revisionHistoryLimit": 2,
         "progressDeadlineSeconds": deadline,
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+        },
         "template": {
             "metadata": {
                 "labels": meta.version_labels(mm.metadata.name, plan.name),
@@ -242,7 +262,8 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta.object_meta(mm, name=name, version=plan.name,
-                                     annotations=revision_annotation),
+        "metadata": meta.object_meta(
+            mm, name=name, version=plan.name, annotations=revision_annotation
+        ),
         "spec": spec,
     }

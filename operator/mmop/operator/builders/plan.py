@@ -70,8 +70,13 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
         stable_min = stable_max = stable_replicas
     plans.append(
         VersionPlan(
-            name=stable_name, revision=stable_rev, serving=stable_serving, role="stable",
-            weight=100 - weight, replicas=stable_replicas, min_replicas=stable_min,
+            name=stable_name,
+            revision=stable_rev,
+            serving=stable_serving,
+            role="stable",
+            weight=100 - weight,
+            replicas=stable_replicas,
+            min_replicas=stable_min,
             max_replicas=stable_max,
         )
     )
@@ -89,8 +94,12 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
             VersionPlan(
                 name=status.canary_version,
                 revision=status.canary_revision or spec.revision(),
-                serving=spec.serving(), role="canary", weight=weight,
-                replicas=canary_replicas, min_replicas=canary_min, max_replicas=canary_max,
+                serving=spec.serving(),
+                role="canary",
+                weight=weight,
+                replicas=canary_replicas,
+                min_replicas=canary_min,
+                max_replicas=canary_max,
             )
         )
     return plans

@@ -34,9 +34,7 @@ def build_destination_rule(
         "metadata": meta.object_meta(mm, name=name),
         "spec": {
             "host": meta.service_host(name, ns, options.cluster_domain),
-            "subsets": [
-                {"name": p.name, "labels": {meta.LABEL_VERSION: p.name}} for p in plans
-            ],
+            "subsets": [{"name": p.name, "labels": {meta.LABEL_VERSION: p.name}} for p in plans],
         },
     }
 
@@ -54,18 +52,22 @@ def build_virtual_service(
         "spec": {
             "hosts": hosts,
             "gateways": list(mm.spec.traffic.gateways),
-            "http": [{
-                "name": "versions",
-                "route": [
-                    {
-                        "destination": {
-                            "host": host, "subset": p.name, "port": {"number": SERVICE_PORT},
-                        },
-                        "weight": w,
-                    }
-                    for p, w in weights(plans)
-                ],
-            }],
+            "http": [
+                {
+                    "name": "versions",
+                    "route": [
+                        {
+                            "destination": {
+                                "host": host,
+                                "subset": p.name,
+                                "port": {"number": SERVICE_PORT},
+                            },
+                            "weight": w,
+                        }
+                        for p, w in weights(plans)
+                    ],
+                }
+            ],
         },
     }
 
@@ -84,16 +86,20 @@ def _parent_ref(mm: models.MultimodalModel, gateway: str) -> dict[str, Any]:
 def build_http_route(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "parentRefs": [_parent_ref(mm, g) for g in mm.spec.traffic.gateways],
-        "rules": [{
-            "backendRefs": [
-                {
-                    "group": "", "kind": "Service",
-                    "name": meta.versioned_name(mm.metadata.name, p.name),
-                    "port": SERVICE_PORT, "weight": w,
-                }
-                for p, w in weights(plans)
-            ],
-        }],
+        "rules": [
+            {
+                "backendRefs": [
+                    {
+                        "group": "",
+                        "kind": "Service",
+                        "name": meta.versioned_name(mm.metadata.name, p.name),
+                        "port": SERVICE_PORT,
+                        "weight": w,
+                    }
+                    for p, w in weights(plans)
+                ],
+            }
+        ],
     }
     # Hostnames belong to Gateway listeners; a GAMMA (mesh) route matches by its Service.
     if mm.spec.traffic.hosts and any(g != MESH for g in mm.spec.traffic.gateways):

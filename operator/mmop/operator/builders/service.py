@@ -20,13 +20,15 @@ def _service(*, metadata: dict[str, Any], selector: dict[str, str]) -> dict[str,
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{
-                "name": contract.HTTP_PORT_NAME,
-                "port": SERVICE_PORT,
-                "targetPort": contract.HTTP_PORT_NAME,
-                "protocol": "TCP",
-                "appProtocol": "http",
-            }],
+            "ports": [
+                {
+                    "name": contract.HTTP_PORT_NAME,
+                    "port": SERVICE_PORT,
+                    "targetPort": contract.HTTP_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
         },
     }
 

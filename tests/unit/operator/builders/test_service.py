@@ -1,0 +1,48 @@
+"""builders/service.py: the model's Service and the per-version Services."""
+
+from __future__ import annotations
+
+from mmop.operator import models
+from mmop.operator.builders import service
+from mmop.operator.builders.plan import plan_versions
+
+from .conftest import WithCanary
+
+
+def _service_router(mm: models.MultimodalModel) -> models.MultimodalModel:
+    traffic = models.Traffic(router=models.Router.SERVICE)
+    return mm.model_copy(update={"spec": mm.spec.model_copy(update={"traffic": traffic})})
+
+
+class TestBuildMainService:
+    def test_mesh_selects_every_version(
+        self, clip: models.MultimodalModel, with_canary: WithCanary
+    ) -> None:
+        mm = with_canary(clip, weight=0)
+        svc = service.build_main_service(mm, plan_versions(mm))
+        assert svc["metadata"]["name"] == "clip"
+        assert svc["spec"]["selector"] == {"mmop.io/model": "clip"}
+        assert svc["spec"]["ports"][0]["port"] == 80
+        assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+    def test_plain_service_pins_stable_until_canary_has_weight(
+        self, clip: models.MultimodalModel, with_canary: WithCanary
+    ) -> None:
+        at_zero = with_canary(_service_router(clip), weight=0)
+        selector = service.build_main_service(at_zero, plan_versions(at_zero))["spec"]["selector"]
+        assert selector == {"mmop.io/model": "clip", "mmop.io/version": "v1"}
+        at_25 = with_canary(_service_router(clip), weight=25)
+        selector = service.build_main_service(at_25, plan_versions(at_25))["spec"]["selector"]
+        assert selector == {"mmop.io/model": "clip"}
+
+
+class TestBuildVersionService:
+    def test_selects_one_version(
+        self, clip: models.MultimodalModel, with_canary: WithCanary
+    ) -> None:
+        mm = with_canary(clip, weight=10)
+        canary = plan_versions(mm)[1]
+        svc = service.build_version_service(mm, canary)
+        assert svc["metadata"]["name"] == "clip-v2"
+        assert svc["metadata"]["labels"]["mmop.io/version"] == "v2"
+        assert svc["spec"]["selector"] == {"mmop.io/model": "clip", "mmop.io/version": "v2"}

@@ -1,0 +1,36 @@
+"""Fixtures for the operator's unit tests: example documents, the generated CRD schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mmop.operator import crd, models
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def load_example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+@pytest.fixture
+def clip_doc() -> dict[str, Any]:
+    return copy.deepcopy(load_example("clip.yaml"))
+
+
+@pytest.fixture
+def clip(clip_doc: dict[str, Any]) -> models.MultimodalModel:
+    clip_doc["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    return models.parse_model(clip_doc)
+
+
+@pytest.fixture(scope="session")
+def crd_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema

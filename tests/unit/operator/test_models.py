@@ -1,0 +1,276 @@
+"""The MultimodalModel models: defaults, revisions, and a corpus of invalid objects that both
+the pydantic models and the generated CRD schema (structure + CEL) reject, naming the field."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mmop.devcluster import crdvalidation
+from mmop.operator import models
+
+Doc = dict[str, Any]
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Callable[[Doc], None]:
+    def mutate(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return mutate
+
+
+def _metrics(*metrics: dict[str, Any]) -> Callable[[Doc], None]:
+    return _set("spec.autoscaling.metrics", list(metrics))
+
+
+# (id, mutation, field named by the pydantic models, field named by the CRD schema or None when
+# the CRD cannot express the rule)
+INVALID: list[tuple[str, Callable[[Doc], None], str, str | None]] = [
+    ("missing-version", _delete("spec.version"), "spec.version", "spec"),
+    ("version-not-dns", _set("spec.version", "V2_final"), "spec.version", "spec.version"),
+    (
+        "source-scheme",
+        _set("spec.model.source", "ftp://models/clip"),
+        "spec.model.source",
+        "spec.model.source",
+    ),
+    ("unknown-task", _set("spec.model.task", "translation"), "spec.model.task", "spec.model.task"),
+    ("bad-dtype", _set("spec.model.dtype", "int8"), "spec.model.dtype", "spec.model.dtype"),
+    (
+        "batch-size-zero",
+        _set("spec.runtime.batching.maxBatchSize", 0),
+        "spec.runtime.batching.maxBatchSize",
+        "spec.runtime.batching.maxBatchSize",
+    ),
+    (
+        "steps-decreasing",
+        _set("spec.rollout.steps", [50, 25, 100]),
+        "spec.rollout.steps",
+        "spec.rollout.steps",
+    ),
+    (
+        "steps-not-ending-at-100",
+        _set("spec.rollout.steps", [10, 50]),
+        "spec.rollout.steps",
+        "spec.rollout.steps",
+    ),
+    (
+        "steps-repeated",
+        _set("spec.rollout.steps", [10, 10, 100]),
+        "spec.rollout.steps",
+        "spec.rollout.steps",
+    ),
+    (
+        "min-above-max",
+        _set("spec.autoscaling.minReplicas", 9),
+        "spec.autoscaling: minReplicas",
+        "spec.autoscaling.minReplicas",
+    ),
+    (
+        "canary-weight-without-manual",
+        _set("spec.rollout.canaryWeight", 30),
+        "spec.rollout: canaryWeight",
+        "spec.rollout.canaryWeight",
+    ),
+    (
+        "duplicate-metric",
+        _metrics(
+            {"type": "CPU", "targetUtilization": 50}, {"type": "CPU", "targetUtilization": 70}
+        ),
+        "spec.autoscaling.metrics",
+        "spec.autoscaling.metrics",
+    ),
+    (
+        "qps-without-target",
+        _metrics({"type": "QPS"}),
+        "spec.autoscaling.metrics.0",
+        "spec.autoscaling.metrics",
+    ),
+    (
+        "gpu-metric-without-gpu",
+        lambda d: (
+            _set("spec.resources.gpu", 0)(d),
+            _metrics({"type": "GPU", "targetUtilization": 80})(d),
+        ),
+        "spec: a GPU autoscaling metric needs resources.gpu",
+        "spec.autoscaling.metrics",
+    ),
+    (
+        "unknown-router",
+        _set("spec.traffic.router", "Nginx"),
+        "spec.traffic.router",
+        "spec.traffic.router",
+    ),
+    (
+        "bad-interval",
+        _set("spec.rollout.stepInterval", "1 minute"),
+        "spec.rollout.stepInterval",
+        "spec.rollout.stepInterval",
+    ),
+    (
+        "error-rate-above-one",
+        _set("spec.rollout.analysis.maxErrorRate", 1.5),
+        "spec.rollout.analysis.maxErrorRate",
+        "spec.rollout.analysis.maxErrorRate",
+    ),
+    ("typo-field", _set("spec.replica", 3), "spec.replica", "spec"),
+    (
+        "bad-memory",
+        _set("spec.resources.memory", "lots"),
+        "spec.resources.memory",
+        "spec.resources.memory",
+    ),
+    ("negative-replicas", _set("spec.replicas", -1), "spec.replicas", "spec.replicas"),
+    (
+        "env-without-name",
+        _set("spec.runtime.env", [{"value": "x"}]),
+        "spec.runtime.env.0.name",
+        "spec.runtime.env",
+    ),
+    (
+        "delay-above-timeout",
+        lambda d: (
+            _set("spec.runtime.batching.queueTimeoutSeconds", 1)(d),
+            _set("spec.runtime.batching.maxDelayMs", 2000)(d),
+        ),
+        "spec: runtime.batching.maxDelayMs",
+        "spec.runtime.batching.maxDelayMs",
+    ),
+    ("name-and-version-too-long", _set("spec.version", "v" + "1" * 39), "metadata.name", ""),
+    (
+        "metric-target-above-100",
+        _metrics({"type": "CPU", "targetUtilization": 150}),
+        "spec.autoscaling.metrics.0.targetUtilization",
+        "spec.autoscaling.metrics",
+    ),
+]
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(INVALID) >= 15
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"), [(m, f) for _, m, f, _ in INVALID], ids=[i for i, *_ in INVALID]
+)
+def test_models_reject_and_name_the_field(
+    clip_doc: Doc, mutate: Callable[[Doc], None], field: str
+) -> None:
+    doc = copy.deepcopy(clip_doc)
+    doc["metadata"]["name"] = "clip-with-a-rather-long-name-for-tests"
+    mutate(doc)
+    with pytest.raises(models.InvalidSpecError) as info:
+        models.parse_model(doc)
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "crd_field"),
+    [(m, c) for _, m, _, c in INVALID if c is not None],
+    ids=[i for i, _, _, c in INVALID if c is not None],
+)
+def test_crd_schema_rejects_and_names_the_field(
+    clip_doc: Doc, crd_schema: dict[str, Any], mutate: Callable[[Doc], None], crd_field: str
+) -> None:
+    doc = copy.deepcopy(clip_doc)
+    doc["metadata"]["name"] = "clip-with-a-rather-long-name-for-tests"
+    mutate(doc)
+    _, problems = crdvalidation.validate(crd_schema, doc)
+    assert problems, "the CRD schema accepted an invalid object"
+    assert any(p.path.startswith(crd_field) for p in problems), problems
+
+
+def test_valid_example_passes_both(clip_doc: Doc, crd_schema: dict[str, Any]) -> None:
+    models.parse_model(clip_doc)
+    _, problems = crdvalidation.validate(crd_schema, clip_doc)
+    assert problems == []
+
+
+def test_defaults_match_the_design() -> None:
+    spec = models.parse_spec(
+        {
+            "version": "v1",
+            "model": {
+                "source": "hf://openai/clip-vit-base-patch32",
+                "task": "image-text-embedding",
+            },
+        }
+    )
+    assert spec.model.revision == "main"
+    assert spec.model.dtype == models.Dtype.AUTO
+    assert spec.model.trust_remote_code is False
+    assert spec.runtime.batching.max_batch_size == 32
+    assert spec.runtime.batching.max_delay_ms == 5
+    assert spec.runtime.batching.max_queue_size == 256
+    assert spec.runtime.batching.queue_timeout_seconds == 30
+    assert spec.resources.gpu == 1
+    assert spec.resources.gpu_resource == "nvidia.com/gpu"
+    assert spec.traffic.router == models.Router.ISTIO
+    assert spec.traffic.gateways == ["mesh"]
+    assert spec.rollout.steps == [10, 25, 50, 100]
+    assert spec.rollout.step_interval_seconds() == 60
+    assert spec.rollout.max_failed_checks == 3
+    assert spec.rollout.progress_deadline_seconds == 900
+    assert spec.rollout.analysis.max_error_rate == 0.01
+    assert spec.rollout.analysis.min_requests == 20
+    assert spec.rollout.scale_down_delay_seconds == 60
+    assert spec.autoscaling is None
+
+
+def test_crd_defaults_equal_model_defaults(crd_schema: dict[str, Any]) -> None:
+    minimal = {
+        "apiVersion": models.API_VERSION,
+        "kind": models.KIND,
+        "metadata": {"name": "m"},
+        "spec": {
+            "version": "v1",
+            "model": {"source": "hf://a/b", "task": "image-classification"},
+            "autoscaling": {},
+        },
+    }
+    defaulted, problems = crdvalidation.validate(crd_schema, minimal)
+    assert problems == []
+    from_models = models.parse_spec(minimal["spec"]).wire()
+    assert defaulted["spec"] == from_models
+
+
+def test_revision_tracks_the_pod_template_only(clip: models.MultimodalModel) -> None:
+    base = clip.spec.revision()
+    assert base == clip.spec.serving().revision()
+    rescaled = clip.spec.model_copy(update={"replicas": 7})
+    assert rescaled.serving().revision() == base
+    new_image = clip.spec.serving().model_copy(
+        update={"runtime": clip.spec.runtime.model_copy(update={"image": "example/rt:2"})}
+    )
+    assert new_image.revision() != base
+    assert clip.spec.serving().model_copy(update={"version": "v2"}).revision() != base
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("60s", 60), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5m", 90)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert models.parse_duration(text).total_seconds() == seconds
+
+
+def test_parse_duration_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        models.parse_duration("soon")
