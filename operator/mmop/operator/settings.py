@@ -17,6 +17,8 @@ class BuildOptions:
     # Extra seconds for the startup probe beyond the rollout's progress deadline are pointless:
     # the operator gives up on a canary at the deadline anyway.
     probe_period_seconds: int = 10
+    startup_budget_seconds: int = 3600
+    """How long the startup probe lets a pod download and load its model."""
 
 
 class OperatorSettings(BaseSettings):

@@ -175,7 +175,6 @@ def build_deployment(
     serving = plan.serving
     name = meta.versioned_name(mm.metadata.name, plan.name)
     batching = serving.runtime.batching
-    deadline = mm.spec.rollout.progress_deadline_seconds
     period = options.probe_period_seconds
     env = runtime_env(mm=mm, plan=plan)
     volumes, mounts = _volumes(serving)
@@ -195,9 +194,12 @@ def build_deployment(
         "env": env,
         "resources": _resources(serving.resources),
         "volumeMounts": mounts,
-        # Model download and load can take most of the progress deadline.
+        # Model download and load can take long. The budget is fixed, not the rollout's progress
+        # deadline, so that editing rollout settings never restarts pods.
         "startupProbe": _probe(
-            contract.LIVE_PATH, period=period, failures=max(3, math.ceil(deadline / period))
+            contract.LIVE_PATH,
+            period=period,
+            failures=max(3, math.ceil(options.startup_budget_seconds / period)),
         ),
         "readinessProbe": _probe(contract.READY_PATH, period=5, failures=3),
         "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=3),
@@ -239,7 +241,7 @@ def build_deployment(
     spec: dict[str, Any] = {
         "selector": {"matchLabels": meta.pod_selector(mm.metadata.name, plan.name)},
         "revisionHistoryLimit": 2,
-        "progressDeadlineSeconds": deadline,
+        "progressDeadlineSeconds": mm.spec.rollout.progress_deadline_seconds,
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},

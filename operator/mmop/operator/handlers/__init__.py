@@ -1,0 +1,1 @@
+"""kopf handler bodies, one module per trigger; main.py only holds the decorators."""

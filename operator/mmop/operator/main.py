@@ -1,0 +1,44 @@
+"""kopf decorators only; each delegates to a module in ``handlers/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from mmop.operator import models
+from mmop.operator.builders import meta
+from mmop.operator.handlers import lifecycle, reconcile, wake
+
+MM = (models.GROUP, models.VERSION, models.PLURAL)
+OURS = {meta.LABEL_MANAGED_BY: meta.MANAGER}
+
+
+@kopf.on.startup(id="mmop_startup")
+async def operator_startup(**kwargs: Any) -> None:
+    await lifecycle.handle_startup(**kwargs)
+
+
+@kopf.on.cleanup(id="mmop_cleanup")
+async def operator_cleanup(**kwargs: Any) -> None:
+    await lifecycle.handle_cleanup(**kwargs)
+
+
+@kopf.daemon(*MM, id="multimodalmodel_reconcile", cancellation_timeout=2.0)
+async def multimodalmodel_reconcile(**kwargs: Any) -> None:
+    await reconcile.handle_daemon(**kwargs)
+
+
+@kopf.on.event(*MM, id="multimodalmodel_event")
+def multimodalmodel_event(**kwargs: Any) -> None:
+    wake.handle_model_event(**kwargs)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OURS, id="deployment_event")
+def deployment_event(**kwargs: Any) -> None:
+    wake.handle_child_event(**kwargs)
+
+
+@kopf.on.event("", "v1", "services", labels=OURS, id="service_event")
+def service_event(**kwargs: Any) -> None:
+    wake.handle_child_event(**kwargs)

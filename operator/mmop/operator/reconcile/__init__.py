@@ -1,0 +1,1 @@
+"""Reconcile: observe the cluster, decide, write only the difference (through kube.py)."""

@@ -1,0 +1,270 @@
+"""Reconcile one MultimodalModel: observe, decide (state machine), write children, write status.
+
+Level-based: every pass starts from what the cluster says, so a missed event, a restart or a
+child edited behind our back all converge the same way. Only differences are written.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from mmop.operator import conditions, kube, metrics, models
+from mmop.operator.builders import meta
+from mmop.operator.builders.children import build_children
+from mmop.operator.reconcile import observe, probes
+from mmop.operator.reconcile.children import ensure_children, list_children
+from mmop.operator.reconcile.diff import merge_patch
+from mmop.operator.rollout import machine
+from mmop.operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+ROUTES_READY = "RoutesReady"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Context:
+    """What every reconcile needs; built once at operator start-up and passed down."""
+
+    client: kube.KubeClient
+    http: httpx.AsyncClient
+    settings: OperatorSettings
+    metrics: metrics.OperatorMetrics
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str
+    requeue_after: float | None
+    writes: int = 0
+    invalid: str | None = None
+
+
+async def reconcile_model(ctx: Context, *, namespace: str, name: str) -> Outcome:
+    started = time.monotonic()
+    try:
+        outcome = await _reconcile(ctx, namespace=namespace, name=name)
+    except Exception:
+        ctx.metrics.reconciles.labels(result="error").inc()
+        raise
+    ctx.metrics.reconcile_duration.observe(time.monotonic() - started)
+    ctx.metrics.reconciles.labels(result="invalid" if outcome.invalid else "ok").inc()
+    if outcome.action not in ("none", "gone"):
+        ctx.metrics.decisions.labels(action=outcome.action).inc()
+    return outcome
+
+
+async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
+    body = await ctx.client.get_or_none(kube.MULTIMODAL_MODEL, name=name, namespace=namespace)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return Outcome("gone", None)
+    now = ctx.clock()
+    raw_status: dict[str, Any] = body.get("status") or {}
+    status = _read_status(raw_status)
+    try:
+        mm = models.parse_model({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    except models.InvalidSpecError as error:
+        return await _report_invalid(ctx, body=body, status=status, raw_status=raw_status,
+                                     message=str(error), now=now)
+    mm.status = status
+
+    actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
+    pods = await ctx.client.list_items(
+        kube.POD, namespace=namespace,
+        label_selector=meta.selector_string(meta.pod_selector(name)))
+    obs = await _observe(ctx, mm=mm, deployments=actual.get(kube.DEPLOYMENT, {}), pods=pods,
+                         now=now)
+    decision = machine.next_rollout_decision(
+        spec=mm.spec, status=status, generation=mm.metadata.generation, obs=obs)
+    new_status = decision.status
+    new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
+    new_status.selector = meta.selector_string(meta.pod_selector(name))
+
+    mm.status = new_status
+    desired = build_children(mm, options=ctx.settings.build_options())
+    retiring = {v.name for v in new_status.versions if v.role == models.VersionRole.RETIRING}
+    report = await ensure_children(
+        ctx.client, namespace=namespace, owner_uid=mm.metadata.uid or "", desired=desired,
+        actual=actual, unserved=unserved, keep_versions=retiring)
+    events = list(decision.events)
+    _routes_condition(new_status, unserved=report.unserved, mm=mm, now=now, events=events)
+
+    writes = report.writes
+    patch = merge_patch(raw_status, new_status.wire())
+    if patch is not None:
+        await ctx.client.patch_status(kube.MULTIMODAL_MODEL, name=name, namespace=namespace,
+                                      status=patch)
+        writes += 1
+    for event in events:
+        await post_event(ctx.client, body=body, event=event, now=now)
+        writes += 1
+    if report.writes or decision.action != "none":
+        log.info("%s/%s: %s (phase %s, weight %s%%); created %s updated %s deleted %s",
+                 namespace, name, decision.action, new_status.phase.value,
+                 new_status.canary_weight, report.created, report.updated, report.deleted)
+    return Outcome(decision.action, decision.requeue_after, writes=writes)
+
+
+def _read_status(raw: dict[str, Any]) -> models.MultimodalModelStatus:
+    try:
+        return models.MultimodalModelStatus.model_validate(raw)
+    except ValidationError as error:
+        # Never crash-loop on a status someone edited by hand: start over from the cluster.
+        log.warning("unreadable status, starting from scratch: %s", error)
+        return models.MultimodalModelStatus()
+
+
+async def _observe(
+    ctx: Context,
+    *,
+    mm: models.MultimodalModel,
+    deployments: dict[str, dict[str, Any]],
+    pods: list[dict[str, Any]],
+    now: datetime,
+) -> machine.Observations:
+    status, name = mm.status, mm.metadata.name
+    expected: dict[str, str] = {}
+    if status.stable_version and status.stable_revision:
+        expected[status.stable_version] = status.stable_revision
+    if status.canary_version and status.canary_revision:
+        expected[status.canary_version] = status.canary_revision
+    for v in status.versions:
+        expected.setdefault(v.name, v.revision)
+    # The first deploy: the machine is about to make the spec's version stable.
+    expected.setdefault(mm.spec.version, mm.spec.revision())
+
+    by_version: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        version = (pod["metadata"].get("labels") or {}).get(meta.LABEL_VERSION, "")
+        by_version.setdefault(version, []).append(pod)
+    versions = {
+        version: observe.observe_version(
+            deployments.get(meta.versioned_name(name, version)), by_version.get(version, []),
+            revision=revision)
+        for version, revision in expected.items()
+    }
+
+    smoke = None
+    canary_metrics = None
+    if status.canary_version and status.canary_revision:
+        infos = [p for p in observe.pod_infos(by_version.get(status.canary_version, []))
+                 if p.ready and p.ip and p.revision == status.canary_revision]
+        canary = versions.get(status.canary_version)
+        if machine.wants_smoke_test(status) and canary is not None and canary.available and infos:
+            token = await _auth_token(ctx, mm)
+            smoke = await probes.smoke_test(ctx.http, pod=infos[0], model=name,
+                                            task=mm.spec.model.task, token=token)
+        if machine.wants_canary_metrics(status):
+            canary_metrics = await probes.scrape(ctx.http, infos)
+    return machine.Observations(now=now, versions=versions, smoke=smoke,
+                                canary_metrics=canary_metrics)
+
+
+async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
+    ref = mm.spec.runtime.auth_secret_ref
+    if ref is None:
+        return None
+    secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name,
+                                          namespace=mm.metadata.namespace)
+    data = (secret or {}).get("data") or {}
+    if ref.key not in data:
+        return None
+    return base64.b64decode(data[ref.key]).decode().strip()
+
+
+def _routes_condition(
+    status: models.MultimodalModelStatus,
+    *,
+    unserved: list[str],
+    mm: models.MultimodalModel,
+    now: datetime,
+    events: list[machine.Event],
+) -> None:
+    previous = conditions.get(status.conditions, ROUTES_READY)
+    if unserved:
+        kinds = ", ".join(sorted(set(unserved)))
+        message = (f"the cluster does not serve {kinds}: install its CRDs or set "
+                   f"spec.traffic.router to Service")
+        cond: tuple[conditions.Status, str, str] = ("False", "RouterUnavailable", message)
+    else:
+        router = mm.spec.traffic.router
+        note = (" (no mesh: the split follows the replica ratio, approximately)"
+                if router == models.Router.SERVICE else "")
+        cond = ("True", "Routed", f"{router.value} routes in place{note}")
+    if previous is None or (previous.status, previous.reason, previous.message) != cond:
+        if cond[0] == "False":
+            events.append(machine.Event("Warning", cond[1], cond[2]))
+    status.conditions = conditions.set_condition(
+        status.conditions, type_=ROUTES_READY, status=cond[0], reason=cond[1], message=cond[2],
+        now=now, generation=mm.metadata.generation)
+
+
+async def _report_invalid(
+    ctx: Context,
+    *,
+    body: dict[str, Any],
+    status: models.MultimodalModelStatus,
+    raw_status: dict[str, Any],
+    message: str,
+    now: datetime,
+) -> Outcome:
+    """Ready=False/InvalidSpec and an Event naming the field; no child is touched."""
+    md = body["metadata"]
+    generation = md.get("generation")
+    ready = conditions.get(status.conditions, conditions.READY)
+    if ready is not None and ready.reason == "InvalidSpec" and ready.message == message:
+        return Outcome("invalid", None, invalid=message)
+    status.conditions = conditions.set_condition(
+        status.conditions, type_=conditions.READY, status="False", reason="InvalidSpec",
+        message=message, now=now, generation=generation)
+    status.observed_generation = generation
+    status.message = f"invalid spec: {message}"
+    patch = merge_patch(raw_status, status.wire())
+    if patch is not None:
+        await ctx.client.patch_status(kube.MULTIMODAL_MODEL, name=md["name"],
+                                      namespace=md["namespace"], status=patch)
+    await post_event(ctx.client, body=body, now=now,
+                     event=machine.Event("Warning", "InvalidSpec", message))
+    log.warning("%s/%s: invalid spec: %s", md["namespace"], md["name"], message)
+    return Outcome("invalid", None, writes=2, invalid=message)
+
+
+async def post_event(
+    client: kube.KubeClient, *, body: dict[str, Any], event: machine.Event, now: datetime
+) -> None:
+    """A core/v1 Event on the MultimodalModel (what `kubectl describe` shows)."""
+    md = body["metadata"]
+    stamp = conditions.rfc3339(now)
+    await client.create(kube.EVENT, {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
+        "involvedObject": {
+            "apiVersion": body["apiVersion"], "kind": body["kind"], "name": md["name"],
+            "namespace": md["namespace"], "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"),
+        },
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "type": event.type,
+        "source": {"component": "mmop-operator"},
+        "reportingComponent": "mmop-operator",
+        "reportingInstance": "mmop-operator",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }, namespace=md["namespace"])

@@ -1,0 +1,1 @@
+"""The rollout: pure analysis of canary metrics and the state machine that moves weights."""

@@ -1,0 +1,538 @@
+"""The rollout state machine: (spec, status, observations) -> (new status, events, next look).
+
+Pure: no clock, no I/O. The driver observes the cluster (Deployments, a test inference to the
+canary, the canary's metrics), calls :func:`next_rollout_decision`, writes the children the
+builders derive from the new status, then the status itself. All progress lives in status,
+so a restarted operator resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from mmop.operator import conditions, models
+from mmop.operator.builders.plan import version_name
+from mmop.operator.rollout import analysis
+
+HISTORY_LIMIT = 10
+TICK_SECONDS = 5.0  # how soon to look again while something is in flight
+
+
+@dataclass(frozen=True)
+class VersionObservation:
+    """What the cluster says about one version's Deployment."""
+
+    exists: bool = False
+    replicas: int = 0
+    ready: int = 0
+    available: bool = False
+    """Its pods of the expected revision are up and at least one is ready."""
+    problem: str | None = None
+    """Why pods do not come up (Unschedulable, CrashLoopBackOff ...), if known."""
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """The outcome of the operator's test inference against a canary pod."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: datetime
+    versions: Mapping[str, VersionObservation] = field(default_factory=dict)
+    smoke: SmokeResult | None = None
+    canary_metrics: models.MetricsSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: models.MultimodalModelStatus
+    action: str
+    """What was decided, for logs and metrics (deploy, create-canary, step, rollback ...)."""
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    """Seconds until something is due; None when only a change can move things."""
+
+
+def wants_smoke_test(status: models.MultimodalModelStatus) -> bool:
+    """A canary exists and has not been verified yet: the driver should test it."""
+    return (
+        status.canary_version is not None
+        and status.phase != models.Phase.ROLLING_BACK
+        and (status.rollout is None or status.rollout.verified_at is None)
+    )
+
+
+def wants_canary_metrics(status: models.MultimodalModelStatus) -> bool:
+    return status.canary_version is not None and status.phase != models.Phase.ROLLING_BACK
+
+
+class _Step:
+    """Mutable working copy of the status for one decision."""
+
+    def __init__(self, status: models.MultimodalModelStatus, obs: Observations) -> None:
+        self.s = status.model_copy(deep=True)
+        self.obs = obs
+        self.now = obs.now
+        self.events: list[Event] = []
+        self.action = "none"
+        self.requeue: list[float] = []
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def due_in(self, seconds: float) -> None:
+        self.requeue.append(max(seconds, 0.5))
+
+    def history(self, result: models.HistoryResult, reason: str) -> None:
+        assert self.s.canary_version is not None
+        entry = models.HistoryEntry(
+            version=self.s.canary_version, revision=self.s.canary_revision or "",
+            result=result, reason=reason, finished_at=conditions.rfc3339(self.now),
+        )
+        self.s.history = [*self.s.history, entry][-HISTORY_LIMIT:]
+
+    def clear_canary(self) -> None:
+        self.s.canary_version = None
+        self.s.canary_revision = None
+        self.s.canary_weight = 0
+        self.s.rollout = None
+
+    def obs_of(self, version: str | None) -> VersionObservation:
+        return self.obs.versions.get(version or "", VersionObservation())
+
+
+def _seconds_since(text: str | None, now: datetime) -> float:
+    moment = conditions.parse_time(text)
+    return float("inf") if moment is None else (now - moment).total_seconds()
+
+
+def next_rollout_decision(
+    *,
+    spec: models.MultimodalModelSpec,
+    status: models.MultimodalModelStatus,
+    generation: int | None,
+    obs: Observations,
+) -> Decision:
+    """Decide the next status. Idempotent: the same inputs give the same decision."""
+    step = _Step(status, obs)
+    desired = spec.serving()
+    desired_rev = desired.revision()
+    s = step.s
+
+    _retire_due_versions(step)
+    if s.stable_revision is None or s.phase in (models.Phase.PENDING, models.Phase.DEPLOYING):
+        _first_deploy(step, desired, desired_rev)
+    elif s.phase == models.Phase.ROLLING_BACK and s.canary_version is not None:
+        _finish_rollback(step)
+    elif desired_rev == s.stable_revision:
+        _back_to_stable(step)
+    elif _revert_to_retiring(step, desired, desired_rev):
+        pass
+    elif desired_rev == s.failed_revision and s.canary_version is None:
+        s.phase = models.Phase.FAILED
+    elif s.canary_revision != desired_rev:
+        _start_canary(step, desired, desired_rev)
+    else:
+        _advance_canary(step, spec)
+
+    _summarise(step, spec=spec, generation=generation)
+    requeue = min(step.requeue) if step.requeue else None
+    return Decision(status=step.s, action=step.action, events=tuple(step.events),
+                    requeue_after=requeue)
+
+
+# --- transitions -------------------------------------------------------------------------------
+def _first_deploy(step: _Step, desired: models.ServingSpec, desired_rev: str) -> None:
+    """No version has served yet: (re)deploy the spec in place, no canary needed."""
+    s = step.s
+    if s.stable_revision != desired_rev:
+        s.stable_version = desired.version
+        s.stable_revision = desired_rev
+        s.stable_spec = desired
+        step.action = "deploy"
+        step.event("Deploying", f"deploying version {desired.version} (revision {desired_rev})")
+    stable = step.obs_of(s.stable_version)
+    if stable.available:
+        s.phase = models.Phase.READY
+        step.action = "deployed"
+        step.event("Deployed", f"version {s.stable_version} is serving")
+    else:
+        s.phase = models.Phase.DEPLOYING
+        step.due_in(TICK_SECONDS)
+
+
+def _back_to_stable(step: _Step) -> None:
+    """The spec asks for what the stable already runs: drop any canary, no analysis."""
+    s = step.s
+    if s.canary_version is not None:
+        step.history(models.HistoryResult.CANCELLED, "the spec went back to the stable revision")
+        step.event("CanaryCancelled", f"canary {s.canary_version} dropped: the spec is back at "
+                   f"stable version {s.stable_version}")
+        step.clear_canary()
+        step.action = "cancel"
+    s.failed_revision = None
+    s.phase = models.Phase.READY
+
+
+def _revert_to_retiring(step: _Step, desired: models.ServingSpec, desired_rev: str) -> bool:
+    """The spec asks for the previous stable, still running while it retires: switch back at
+    once. It served before, so no analysis is needed."""
+    s = step.s
+    previous = next((v for v in s.versions if v.role == models.VersionRole.RETIRING
+                     and v.revision == desired_rev), None)
+    if previous is None or not step.obs_of(previous.name).available:
+        return False
+    if s.canary_version is not None:
+        step.history(models.HistoryResult.SUPERSEDED, "the spec went back to the previous stable")
+        step.clear_canary()
+    old_name, old_rev = s.stable_version, s.stable_revision
+    s.stable_version, s.stable_revision, s.stable_spec = previous.name, desired_rev, desired
+    s.versions = [v for v in s.versions if v.name != previous.name]
+    if old_name is not None and old_rev is not None:
+        _retire(step, old_name, old_rev)
+    s.failed_revision = None
+    s.phase = models.Phase.READY
+    step.action = "revert"
+    step.event("Reverted", f"stable is version {previous.name} again (it was still running)")
+    return True
+
+
+def _start_canary(step: _Step, desired: models.ServingSpec, desired_rev: str) -> None:
+    s = step.s
+    taken = {s.stable_version or ""} | {v.name for v in s.versions}
+    if s.canary_version is not None:
+        step.history(models.HistoryResult.SUPERSEDED, f"revision {desired_rev} replaced it")
+        step.event("CanarySuperseded", f"canary {s.canary_version} replaced by a new revision")
+        taken.add(s.canary_version)
+    name = version_name(desired.version, desired_rev, taken=taken)
+    s.canary_version, s.canary_revision, s.canary_weight = name, desired_rev, 0
+    s.rollout = models.RolloutStatus(started_at=conditions.rfc3339(step.now))
+    s.failed_revision = None
+    s.phase = models.Phase.PROGRESSING
+    step.action = "create-canary"
+    step.event("CanaryCreated", f"canary {name} (revision {desired_rev}) created at weight 0")
+    step.due_in(TICK_SECONDS)
+
+
+def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
+    s = step.s
+    rollout = s.rollout = s.rollout or models.RolloutStatus(started_at=conditions.rfc3339(step.now))
+    s.phase = models.Phase.PROGRESSING
+    if rollout.verified_at is None:
+        _verify_canary(step, spec)
+    elif spec.rollout.strategy == models.Strategy.MANUAL:
+        _manual_weight(step, spec)
+    else:
+        _analyse_step(step, spec)
+
+
+def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
+    """Weight 0 until the canary is available and answers a test inference."""
+    s, rollout = step.s, step.s.rollout
+    assert rollout is not None
+    canary = step.obs_of(s.canary_version)
+    elapsed = _seconds_since(rollout.started_at, step.now)
+    deadline = spec.rollout.progress_deadline_seconds
+    if elapsed > deadline:
+        why = f"canary not verified within progressDeadlineSeconds ({deadline} s)"
+        if canary.problem:
+            why += f": {canary.problem}"
+        elif not canary.available:
+            why += f": {canary.ready}/{canary.replicas} pods ready"
+        elif step.obs.smoke is not None and not step.obs.smoke.ok:
+            why += f": test inference failed: {step.obs.smoke.message}"
+        _start_rollback(step, "ProgressDeadlineExceeded", why)
+        return
+    step.due_in(min(TICK_SECONDS, deadline - elapsed + 0.5))
+    if not canary.available or step.obs.smoke is None:
+        step.action = "wait-canary"
+        return
+    interval = spec.rollout.step_interval_seconds()
+    if not step.obs.smoke.ok:
+        # Count a failing test inference as a failed check, at most once per interval.
+        if _seconds_since(rollout.last_step_at, step.now) >= interval:
+            rollout.failed_checks += 1
+            rollout.last_step_at = conditions.rfc3339(step.now)
+            rollout.last_check = models.LastCheck(
+                time=rollout.last_step_at, result=models.CheckResult.FAILED,
+                message=f"test inference failed: {step.obs.smoke.message}")
+            step.event("CanaryTestFailed", rollout.last_check.message, warning=True)
+            step.action = "fail-check"
+            if rollout.failed_checks >= spec.rollout.max_failed_checks:
+                _start_rollback(step, "TestInferenceFailed", rollout.last_check.message)
+        return
+    rollout.verified_at = rollout.last_step_at = conditions.rfc3339(step.now)
+    rollout.baseline = step.obs.canary_metrics
+    step.event("CanaryVerified", f"canary {s.canary_version} is available and answered a "
+               f"test inference: {step.obs.smoke.message}")
+    step.action = "verify"
+    if spec.rollout.strategy == models.Strategy.MANUAL:
+        _manual_weight(step, spec)
+    elif not spec.rollout.paused:
+        _set_weight(step, spec.rollout.steps[0], step_index=0)
+        step.due_in(interval)
+
+
+def _set_weight(step: _Step, weight: int, *, step_index: int) -> None:
+    s, rollout = step.s, step.s.rollout
+    assert rollout is not None
+    if s.canary_weight != weight:
+        step.event("CanaryWeight", f"canary {s.canary_version} weight {s.canary_weight}% -> "
+                   f"{weight}%")
+    s.canary_weight = weight
+    rollout.step = step_index
+    if weight == 100:
+        s.phase = models.Phase.PROMOTING
+
+
+def _manual_weight(step: _Step, spec: models.MultimodalModelSpec) -> None:
+    """Manual strategy: the user's weight, but never for a canary without ready pods."""
+    s = step.s
+    wanted = s.canary_weight if spec.rollout.paused else spec.rollout.canary_weight
+    canary = step.obs_of(s.canary_version)
+    if wanted > 0 and canary.ready == 0:
+        if s.canary_weight != 0:
+            step.event("CanaryUnready", f"canary {s.canary_version} has no ready pods: "
+                       "weight held at 0", warning=True)
+        s.canary_weight = 0
+        step.action = "refuse-weight"
+        step.due_in(TICK_SECONDS)
+        return
+    if wanted == 100 and not spec.rollout.paused:
+        _promote(step, spec, "canaryWeight set to 100")
+        return
+    if wanted != s.canary_weight:
+        step.action = "manual-weight"
+        _set_weight(step, wanted, step_index=s.rollout.step if s.rollout else 0)
+    s.phase = models.Phase.PROGRESSING
+    step.due_in(TICK_SECONDS)
+
+
+def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
+    s, rollout = step.s, step.s.rollout
+    assert rollout is not None
+    if s.canary_weight == 100:
+        s.phase = models.Phase.PROMOTING
+    if spec.rollout.paused:
+        step.action = "paused"
+        return
+    interval = spec.rollout.step_interval_seconds()
+    waited = _seconds_since(rollout.last_step_at, step.now)
+    if waited < interval:
+        step.due_in(interval - waited)
+        return
+    step.due_in(TICK_SECONDS)
+    now = conditions.rfc3339(step.now)
+    canary = step.obs_of(s.canary_version)
+    if canary.ready == 0:
+        verdict = analysis.Verdict(models.CheckResult.FAILED, 0, None, None,
+                                   f"canary has no ready pods ({canary.problem or 'not ready'})",
+                                   reset=True)
+    elif step.obs.canary_metrics is None:
+        verdict = analysis.Verdict(models.CheckResult.INCONCLUSIVE, 0, None, None,
+                                   "canary metrics unavailable", reset=False)
+    else:
+        verdict = analysis.analyse(baseline=rollout.baseline, current=step.obs.canary_metrics,
+                                   thresholds=spec.rollout.analysis)
+    rollout.last_check = models.LastCheck(
+        time=now, error_rate=verdict.error_rate, latency_p99_ms=verdict.latency_p99_ms,
+        requests=verdict.requests, result=verdict.result, message=verdict.message)
+    if verdict.result == models.CheckResult.INCONCLUSIVE:
+        # Hold: keep the baseline so traffic adds up until there is enough to judge.
+        if verdict.reset:
+            rollout.baseline = step.obs.canary_metrics
+        step.action = "inconclusive"
+        return
+    rollout.baseline = step.obs.canary_metrics
+    rollout.last_step_at = now
+    if verdict.result == models.CheckResult.FAILED:
+        rollout.failed_checks += 1
+        step.action = "fail-check"
+        step.event("CanaryCheckFailed", f"check {rollout.failed_checks}/"
+                   f"{spec.rollout.max_failed_checks} failed: {verdict.message}", warning=True)
+        if rollout.failed_checks >= spec.rollout.max_failed_checks:
+            _start_rollback(step, "AnalysisFailed", verdict.message)
+        else:
+            step.due_in(interval)
+        return
+    if s.canary_weight >= 100:
+        _promote(step, spec, verdict.message)
+        return
+    next_index = min(rollout.step + 1, len(spec.rollout.steps) - 1)
+    step.action = "step"
+    _set_weight(step, spec.rollout.steps[next_index], step_index=next_index)
+    step.due_in(interval)
+
+
+def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
+    """Repoint stable to the canary: same pods, no restarts; the old stable retires later."""
+    s = step.s
+    assert s.canary_version is not None and s.canary_revision is not None
+    old_name, old_rev = s.stable_version, s.stable_revision
+    step.history(models.HistoryResult.PROMOTED, why)
+    step.event("Promoted", f"version {s.canary_version} promoted to stable ({why})")
+    s.stable_version, s.stable_revision = s.canary_version, s.canary_revision
+    s.stable_spec = spec.serving()
+    step.clear_canary()
+    if old_name is not None and old_rev is not None:
+        _retire(step, old_name, old_rev, delay=spec.rollout.scale_down_delay_seconds)
+    s.phase = models.Phase.READY
+    step.action = "promote"
+
+
+def _retire(step: _Step, name: str, revision: str, *, delay: float = 0) -> None:
+    after = conditions.rfc3339(step.now + timedelta(seconds=delay))
+    step.s.versions = [v for v in step.s.versions if v.name != name] + [models.VersionStatus(
+        name=name, revision=revision, role=models.VersionRole.RETIRING, retire_after=after)]
+    step.due_in(delay)
+
+
+def _retire_due_versions(step: _Step) -> None:
+    keep = []
+    for v in step.s.versions:
+        if v.role != models.VersionRole.RETIRING:
+            continue
+        remaining = -_seconds_since(v.retire_after, step.now)
+        if remaining > 0:
+            keep.append(v)
+            step.due_in(remaining)
+        else:
+            step.event("VersionRetired", f"version {v.name} scaled down after promotion")
+    step.s.versions = keep  # stable and canary entries are rebuilt by _summarise
+
+
+def _start_rollback(step: _Step, reason: str, message: str) -> None:
+    """Weight 0 now (the route moves first); the canary's pods go on the next pass."""
+    s = step.s
+    s.canary_weight = 0
+    s.phase = models.Phase.ROLLING_BACK
+    if s.rollout is not None:
+        s.rollout.last_check = s.rollout.last_check or models.LastCheck(
+            time=conditions.rfc3339(step.now), result=models.CheckResult.FAILED, message=message)
+    step.event(reason, f"rolling back canary {s.canary_version}: {message}", warning=True)
+    step.action = "rollback"
+    s.message = f"{reason}: {message}"
+    step.due_in(1.0)
+
+
+def _finish_rollback(step: _Step) -> None:
+    s = step.s
+    reason = s.message or "rolled back"
+    s.failed_revision = s.canary_revision
+    step.history(models.HistoryResult.ROLLED_BACK, reason)
+    step.event("RolledBack", f"canary {s.canary_version} removed; stable {s.stable_version} "
+               "serves all traffic", warning=True)
+    step.clear_canary()
+    s.phase = models.Phase.FAILED
+    step.action = "rolled-back"
+
+
+# --- summary ---------------------------------------------------------------------------------
+def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int | None) -> None:
+    """Versions, replica counts, phase refinements, conditions and the one-line message."""
+    s, now = step.s, step.now
+    stable = step.obs_of(s.stable_version)
+    canary = step.obs_of(s.canary_version) if s.canary_version else None
+    entries = []
+    if s.stable_version is not None:
+        entries.append(models.VersionStatus(
+            name=s.stable_version, revision=s.stable_revision or "", role=models.VersionRole.STABLE,
+            weight=100 - s.canary_weight, replicas=stable.replicas, ready_replicas=stable.ready))
+    if s.canary_version is not None and canary is not None:
+        entries.append(models.VersionStatus(
+            name=s.canary_version, revision=s.canary_revision or "",
+            role=models.VersionRole.CANARY, weight=s.canary_weight, replicas=canary.replicas,
+            ready_replicas=canary.ready))
+    retiring = []
+    for v in s.versions:
+        if v.role == models.VersionRole.RETIRING:
+            o = step.obs_of(v.name)
+            retiring.append(v.model_copy(update={"replicas": o.replicas, "ready_replicas": o.ready,
+                                                 "weight": 0}))
+    s.versions = entries + retiring
+    s.replicas = sum(v.replicas for v in s.versions)
+    s.ready_replicas = sum(v.ready_replicas for v in s.versions)
+    s.observed_generation = generation
+
+    idle = s.canary_version is None and s.phase in (models.Phase.READY, models.Phase.DEGRADED)
+    if idle and stable.ready == 0:
+        s.phase = models.Phase.DEGRADED
+    elif idle and stable.problem and stable.ready < stable.replicas:
+        s.phase = models.Phase.DEGRADED
+    elif idle:
+        s.phase = models.Phase.READY
+
+    # Ready: is anything serving?
+    ready: tuple[conditions.Status, str, str]
+    if stable.ready > 0:
+        ready = ("True", "StableServing",
+                 f"version {s.stable_version}: {stable.ready}/{stable.replicas} pods ready")
+    elif s.phase == models.Phase.DEPLOYING:
+        ready = ("False", "Deploying", f"version {s.stable_version}: "
+                 f"{stable.problem or f'{stable.ready}/{stable.replicas} pods ready'}")
+    else:
+        ready = ("False", "StableUnavailable", f"version {s.stable_version} has no ready pods"
+                 + (f": {stable.problem}" if stable.problem else ""))
+    gen = generation
+    s.conditions = conditions.set_condition(
+        s.conditions, type_=conditions.READY, status=ready[0], reason=ready[1],
+        message=ready[2], now=now, generation=gen)
+
+    progressing = _progressing(step, spec)
+    s.conditions = conditions.set_condition(
+        s.conditions, type_=conditions.PROGRESSING, status=progressing[0],
+        reason=progressing[1], message=progressing[2], now=now, generation=gen)
+    s.message = progressing[2] if progressing[0] == "True" else (
+        progressing[2] if s.phase == models.Phase.FAILED else ready[2])
+
+
+def _progressing(
+    step: _Step, spec: models.MultimodalModelSpec
+) -> tuple[conditions.Status, str, str]:
+    s = step.s
+    if s.phase == models.Phase.DEPLOYING:
+        return ("True", "Deploying", f"deploying version {s.stable_version}")
+    if s.phase == models.Phase.ROLLING_BACK:
+        return ("True", "RollingBack", s.message)
+    if s.canary_version is not None and s.rollout is not None:
+        check = s.rollout.last_check
+        detail = f"; last check {check.result}: {check.message}" if check else ""
+        if s.rollout.verified_at is None:
+            canary = step.obs_of(s.canary_version)
+            waiting = canary.problem or f"{canary.ready}/{canary.replicas} pods ready"
+            return ("True", "CanaryVerifying",
+                    f"canary {s.canary_version} at weight 0, waiting for it to become available "
+                    f"and pass a test inference ({waiting}){detail}")
+        if spec.rollout.paused:
+            return ("True", "CanaryPaused",
+                    f"canary {s.canary_version} paused at weight {s.canary_weight}%")
+        reason = "Promoting" if s.phase == models.Phase.PROMOTING else "CanaryStep"
+        if spec.rollout.strategy == models.Strategy.MANUAL:
+            reason = "ManualWeight"
+        return ("True", reason, f"canary {s.canary_version} at weight {s.canary_weight}% "
+                f"(step {s.rollout.step + 1}/{len(spec.rollout.steps)}, failed checks "
+                f"{s.rollout.failed_checks}/{spec.rollout.max_failed_checks}){detail}")
+    if s.phase == models.Phase.FAILED:
+        last = s.history[-1] if s.history else None
+        why = last.reason if last else "rolled back"
+        return ("False", "RolledBack",
+                f"rollout of revision {s.failed_revision} rolled back: {why}; stable "
+                f"{s.stable_version} serves all traffic")
+    last = s.history[-1] if s.history else None
+    if last is not None and last.result == models.HistoryResult.PROMOTED:
+        return ("False", "RolloutComplete", f"version {last.version} promoted")
+    return ("False", "Stable", f"version {s.stable_version} serves all traffic")
