@@ -43,8 +43,12 @@ def set_condition(
     if current is not None and current.status == status:
         since = current.last_transition_time
     updated = models.Condition(
-        type=type_, status=status, reason=reason, message=message,
-        last_transition_time=since, observed_generation=generation,
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
     )
     others = [c for c in conditions if c.type != type_]
     return sorted([*others, updated], key=lambda c: (c.type != READY, c.type))

@@ -9,8 +9,9 @@ import os
 import kopf
 
 
-def run(*, namespace: str | None = None, kubeconfig: str | None = None,
-        standalone: bool = True) -> int:
+def run(
+    *, namespace: str | None = None, kubeconfig: str | None = None, standalone: bool = True
+) -> int:
     """Run kopf with mmop's handlers until interrupted. One replica (standalone, no peering):
     the chart runs a single pod with the Recreate strategy, so two never act at once."""
     if kubeconfig:
@@ -20,14 +21,16 @@ def run(*, namespace: str | None = None, kubeconfig: str | None = None,
     logging.basicConfig(
         level=os.environ.get("MMOP_LOG_LEVEL", "INFO"),
         format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
-               '"message": "%(message)s"}',
+        '"message": "%(message)s"}',
     )
     from mmop.operator import main  # noqa: F401 - registers the handlers
 
     namespaces = [namespace] if namespace else []
-    asyncio.run(kopf.operator(
-        standalone=standalone,
-        namespaces=namespaces,
-        clusterwide=not namespaces,
-    ))
+    asyncio.run(
+        kopf.operator(
+            standalone=standalone,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+        )
+    )
     return 0

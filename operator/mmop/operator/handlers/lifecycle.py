@@ -27,7 +27,8 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     # Keep all state in annotations and our own status fields; status stays typed and pruned.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mmop.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="mmop.io", key="last-handled-configuration")
+        prefix="mmop.io", key="last-handled-configuration"
+    )
     settings.persistence.finalizer = "mmop.io/finalizer"
     settings.posting.enabled = False  # our Events say more than kopf's handler-error Events
     settings.watching.server_timeout = 300
@@ -36,9 +37,7 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.batching.error_delays = (1, 2, 5, 10, 20, 30)
 
 
-async def handle_startup(
-    *, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any
-) -> None:
+async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = OperatorSettings()
     configure_kopf(settings, ours)
     connection = kube.Connection.auto(os.environ.get("KUBECONFIG") or None)
@@ -51,8 +50,11 @@ async def handle_startup(
     state = OperatorState(context=context)
     state.health_runner = await _start_health_server(state, port=ours.health_port)
     memo[MEMO_KEY] = state
-    log.info("mmop operator started against %s (health and metrics on :%d)",
-             connection.server, ours.health_port)
+    log.info(
+        "mmop operator started against %s (health and metrics on :%d)",
+        connection.server,
+        ours.health_port,
+    )
 
 
 async def handle_cleanup(*, memo: kopf.Memo, **_: Any) -> None:
@@ -68,11 +70,12 @@ async def handle_cleanup(*, memo: kopf.Memo, **_: Any) -> None:
 async def _start_health_server(state: OperatorState, *, port: int) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         metrics = state.context.metrics
-        last = metrics.last_loop._value.get()  # noqa: SLF001 - the gauge is ours
-        models = metrics.models._value.get()  # noqa: SLF001
+        last = metrics.last_loop._value.get()
+        models = metrics.models._value.get()
         if models and last and time.time() - last > STALE_LOOP_SECONDS:
-            return web.json_response({"ok": False, "reason": "reconcile loops are stuck"},
-                                     status=503)
+            return web.json_response(
+                {"ok": False, "reason": "reconcile loops are stuck"}, status=503
+            )
         return web.json_response({"ok": True, "models": int(models)})
 
     async def metrics_view(_: web.Request) -> web.Response:

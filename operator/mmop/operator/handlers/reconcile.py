@@ -35,16 +35,25 @@ async def handle_daemon(
                 raise
             except Exception as error:  # kopf would restart us; keeping the loop keeps state
                 failures += 1
-                delay = min(2.0 ** failures, MAX_BACKOFF_SECONDS)
-                log.warning("%s/%s: reconcile failed (%s: %s); retrying in %.0f s",
-                            namespace, name, type(error).__name__, error, delay)
+                delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
+                log.warning(
+                    "%s/%s: reconcile failed (%s: %s); retrying in %.0f s",
+                    namespace,
+                    name,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
             else:
                 failures = 0
                 if outcome.action == "gone":
                     return
                 resync = ctx.settings.resync_seconds
-                delay = resync if outcome.requeue_after is None else min(
-                    max(outcome.requeue_after, 0.5), resync)
+                delay = (
+                    resync
+                    if outcome.requeue_after is None
+                    else min(max(outcome.requeue_after, 0.5), resync)
+                )
             ctx.metrics.last_loop.set(time.time())
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=delay)

@@ -14,8 +14,13 @@ from mmop.operator.reconcile.diff import is_subset
 log = logging.getLogger(__name__)
 
 CHILD_KINDS: tuple[kube.Kind, ...] = (
-    kube.DEPLOYMENT, kube.SERVICE, kube.HPA, kube.PDB,
-    kube.DESTINATION_RULE, kube.VIRTUAL_SERVICE, kube.HTTP_ROUTE,
+    kube.DEPLOYMENT,
+    kube.SERVICE,
+    kube.HPA,
+    kube.PDB,
+    kube.DESTINATION_RULE,
+    kube.VIRTUAL_SERVICE,
+    kube.HTTP_ROUTE,
 )
 
 
@@ -40,9 +45,7 @@ async def list_children(
     client: kube.KubeClient, *, namespace: str, model: str
 ) -> tuple[dict[kube.Kind, dict[str, dict[str, Any]]], set[kube.Kind]]:
     """(existing children by kind and name, kinds the cluster does not serve)."""
-    selector = meta.selector_string(
-        {meta.LABEL_MODEL: model, meta.LABEL_MANAGED_BY: meta.MANAGER}
-    )
+    selector = meta.selector_string({meta.LABEL_MODEL: model, meta.LABEL_MANAGED_BY: meta.MANAGER})
     actual: dict[kube.Kind, dict[str, dict[str, Any]]] = {}
     unserved: set[kube.Kind] = set()
     for kind in CHILD_KINDS:
@@ -82,8 +85,9 @@ async def ensure_children(
                 report.created.append(_key(kind, name))
             except kube.ConflictError:
                 # Created by someone else meanwhile (or still being deleted): next pass fixes.
-                log.info("%s %s/%s exists already; will compare next pass", kind.kind,
-                         namespace, name)
+                log.info(
+                    "%s %s/%s exists already; will compare next pass", kind.kind, namespace, name
+                )
             continue
         if current["metadata"].get("deletionTimestamp"):
             continue  # recreated once it is gone

@@ -78,18 +78,21 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     try:
         mm = models.parse_model({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     except models.InvalidSpecError as error:
-        return await _report_invalid(ctx, body=body, status=status, raw_status=raw_status,
-                                     message=str(error), now=now)
+        return await _report_invalid(
+            ctx, body=body, status=status, raw_status=raw_status, message=str(error), now=now
+        )
     mm.status = status
 
     actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
     pods = await ctx.client.list_items(
-        kube.POD, namespace=namespace,
-        label_selector=meta.selector_string(meta.pod_selector(name)))
-    obs = await _observe(ctx, mm=mm, deployments=actual.get(kube.DEPLOYMENT, {}), pods=pods,
-                         now=now)
+        kube.POD, namespace=namespace, label_selector=meta.selector_string(meta.pod_selector(name))
+    )
+    obs = await _observe(
+        ctx, mm=mm, deployments=actual.get(kube.DEPLOYMENT, {}), pods=pods, now=now
+    )
     decision = machine.next_rollout_decision(
-        spec=mm.spec, status=status, generation=mm.metadata.generation, obs=obs)
+        spec=mm.spec, status=status, generation=mm.metadata.generation, obs=obs
+    )
     new_status = decision.status
     new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
     new_status.selector = meta.selector_string(meta.pod_selector(name))
@@ -98,24 +101,39 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     desired = build_children(mm, options=ctx.settings.build_options())
     retiring = {v.name for v in new_status.versions if v.role == models.VersionRole.RETIRING}
     report = await ensure_children(
-        ctx.client, namespace=namespace, owner_uid=mm.metadata.uid or "", desired=desired,
-        actual=actual, unserved=unserved, keep_versions=retiring)
+        ctx.client,
+        namespace=namespace,
+        owner_uid=mm.metadata.uid or "",
+        desired=desired,
+        actual=actual,
+        unserved=unserved,
+        keep_versions=retiring,
+    )
     events = list(decision.events)
     _routes_condition(new_status, unserved=report.unserved, mm=mm, now=now, events=events)
 
     writes = report.writes
     patch = merge_patch(raw_status, new_status.wire())
     if patch is not None:
-        await ctx.client.patch_status(kube.MULTIMODAL_MODEL, name=name, namespace=namespace,
-                                      status=patch)
+        await ctx.client.patch_status(
+            kube.MULTIMODAL_MODEL, name=name, namespace=namespace, status=patch
+        )
         writes += 1
     for event in events:
         await post_event(ctx.client, body=body, event=event, now=now)
         writes += 1
     if report.writes or decision.action != "none":
-        log.info("%s/%s: %s (phase %s, weight %s%%); created %s updated %s deleted %s",
-                 namespace, name, decision.action, new_status.phase.value,
-                 new_status.canary_weight, report.created, report.updated, report.deleted)
+        log.info(
+            "%s/%s: %s (phase %s, weight %s%%); created %s updated %s deleted %s",
+            namespace,
+            name,
+            decision.action,
+            new_status.phase.value,
+            new_status.canary_weight,
+            report.created,
+            report.updated,
+            report.deleted,
+        )
     return Outcome(decision.action, decision.requeue_after, writes=writes)
 
 
@@ -153,33 +171,41 @@ async def _observe(
         by_version.setdefault(version, []).append(pod)
     versions = {
         version: observe.observe_version(
-            deployments.get(meta.versioned_name(name, version)), by_version.get(version, []),
-            revision=revision)
+            deployments.get(meta.versioned_name(name, version)),
+            by_version.get(version, []),
+            revision=revision,
+        )
         for version, revision in expected.items()
     }
 
     smoke = None
     canary_metrics = None
     if status.canary_version and status.canary_revision:
-        infos = [p for p in observe.pod_infos(by_version.get(status.canary_version, []))
-                 if p.ready and p.ip and p.revision == status.canary_revision]
+        infos = [
+            p
+            for p in observe.pod_infos(by_version.get(status.canary_version, []))
+            if p.ready and p.ip and p.revision == status.canary_revision
+        ]
         canary = versions.get(status.canary_version)
         if machine.wants_smoke_test(status) and canary is not None and canary.available and infos:
             token = await _auth_token(ctx, mm)
-            smoke = await probes.smoke_test(ctx.http, pod=infos[0], model=name,
-                                            task=mm.spec.model.task, token=token)
+            smoke = await probes.smoke_test(
+                ctx.http, pod=infos[0], model=name, task=mm.spec.model.task, token=token
+            )
         if machine.wants_canary_metrics(status):
             canary_metrics = await probes.scrape(ctx.http, infos)
-    return machine.Observations(now=now, versions=versions, smoke=smoke,
-                                canary_metrics=canary_metrics)
+    return machine.Observations(
+        now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics
+    )
 
 
 async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
     ref = mm.spec.runtime.auth_secret_ref
     if ref is None:
         return None
-    secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name,
-                                          namespace=mm.metadata.namespace)
+    secret = await ctx.client.get_or_none(
+        kube.SECRET, name=ref.name, namespace=mm.metadata.namespace
+    )
     data = (secret or {}).get("data") or {}
     if ref.key not in data:
         return None
@@ -197,20 +223,31 @@ def _routes_condition(
     previous = conditions.get(status.conditions, ROUTES_READY)
     if unserved:
         kinds = ", ".join(sorted(set(unserved)))
-        message = (f"the cluster does not serve {kinds}: install its CRDs or set "
-                   f"spec.traffic.router to Service")
+        message = (
+            f"the cluster does not serve {kinds}: install its CRDs or set "
+            f"spec.traffic.router to Service"
+        )
         cond: tuple[conditions.Status, str, str] = ("False", "RouterUnavailable", message)
     else:
         router = mm.spec.traffic.router
-        note = (" (no mesh: the split follows the replica ratio, approximately)"
-                if router == models.Router.SERVICE else "")
+        note = (
+            " (no mesh: the split follows the replica ratio, approximately)"
+            if router == models.Router.SERVICE
+            else ""
+        )
         cond = ("True", "Routed", f"{router.value} routes in place{note}")
     if previous is None or (previous.status, previous.reason, previous.message) != cond:
         if cond[0] == "False":
             events.append(machine.Event("Warning", cond[1], cond[2]))
     status.conditions = conditions.set_condition(
-        status.conditions, type_=ROUTES_READY, status=cond[0], reason=cond[1], message=cond[2],
-        now=now, generation=mm.metadata.generation)
+        status.conditions,
+        type_=ROUTES_READY,
+        status=cond[0],
+        reason=cond[1],
+        message=cond[2],
+        now=now,
+        generation=mm.metadata.generation,
+    )
 
 
 async def _report_invalid(
@@ -229,16 +266,24 @@ async def _report_invalid(
     if ready is not None and ready.reason == "InvalidSpec" and ready.message == message:
         return Outcome("invalid", None, invalid=message)
     status.conditions = conditions.set_condition(
-        status.conditions, type_=conditions.READY, status="False", reason="InvalidSpec",
-        message=message, now=now, generation=generation)
+        status.conditions,
+        type_=conditions.READY,
+        status="False",
+        reason="InvalidSpec",
+        message=message,
+        now=now,
+        generation=generation,
+    )
     status.observed_generation = generation
     status.message = f"invalid spec: {message}"
     patch = merge_patch(raw_status, status.wire())
     if patch is not None:
-        await ctx.client.patch_status(kube.MULTIMODAL_MODEL, name=md["name"],
-                                      namespace=md["namespace"], status=patch)
-    await post_event(ctx.client, body=body, now=now,
-                     event=machine.Event("Warning", "InvalidSpec", message))
+        await ctx.client.patch_status(
+            kube.MULTIMODAL_MODEL, name=md["name"], namespace=md["namespace"], status=patch
+        )
+    await post_event(
+        ctx.client, body=body, now=now, event=machine.Event("Warning", "InvalidSpec", message)
+    )
     log.warning("%s/%s: invalid spec: %s", md["namespace"], md["name"], message)
     return Outcome("invalid", None, writes=2, invalid=message)
 
@@ -249,22 +294,29 @@ async def post_event(
     """A core/v1 Event on the MultimodalModel (what `kubectl describe` shows)."""
     md = body["metadata"]
     stamp = conditions.rfc3339(now)
-    await client.create(kube.EVENT, {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
-        "involvedObject": {
-            "apiVersion": body["apiVersion"], "kind": body["kind"], "name": md["name"],
-            "namespace": md["namespace"], "uid": md.get("uid"),
-            "resourceVersion": md.get("resourceVersion"),
+    await client.create(
+        kube.EVENT,
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
+            "involvedObject": {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "name": md["name"],
+                "namespace": md["namespace"],
+                "uid": md.get("uid"),
+                "resourceVersion": md.get("resourceVersion"),
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": "mmop-operator"},
+            "reportingComponent": "mmop-operator",
+            "reportingInstance": "mmop-operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
         },
-        "reason": event.reason,
-        "message": event.message[:1024],
-        "type": event.type,
-        "source": {"component": "mmop-operator"},
-        "reportingComponent": "mmop-operator",
-        "reportingInstance": "mmop-operator",
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }, namespace=md["namespace"])
+        namespace=md["namespace"],
+    )

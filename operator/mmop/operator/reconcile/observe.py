@@ -9,8 +9,13 @@ from mmop.operator.builders import meta
 from mmop.operator.rollout.machine import VersionObservation
 
 _WAITING_PROBLEMS = {
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
-    "CreateContainerError", "InvalidImageName", "RunContainerError",
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "RunContainerError",
 }
 RESTARTS_PROBLEM = 3
 
@@ -31,15 +36,19 @@ def pod_infos(pods: list[dict[str, Any]]) -> list[PodInfo]:
         if md.get("deletionTimestamp"):
             continue
         status = pod.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [])
-        out.append(PodInfo(
-            name=md.get("name", ""),
-            version=(md.get("labels") or {}).get(meta.LABEL_VERSION, ""),
-            revision=(md.get("annotations") or {}).get(meta.ANNOTATION_REVISION, ""),
-            ip=status.get("podIP"),
-            ready=ready and status.get("phase") == "Running",
-        ))
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        out.append(
+            PodInfo(
+                name=md.get("name", ""),
+                version=(md.get("labels") or {}).get(meta.LABEL_VERSION, ""),
+                revision=(md.get("annotations") or {}).get(meta.ANNOTATION_REVISION, ""),
+                ip=status.get("podIP"),
+                ready=ready and status.get("phase") == "Running",
+            )
+        )
     return out
 
 
@@ -77,5 +86,6 @@ def observe_version(
     ready_pods = [p for p in pod_infos(pods) if p.ready and p.revision == revision]
     problem = next((pr for pr in (pod_problem(p) for p in pods) if pr), None)
     available = current_revision and caught_up and ready >= 1 and bool(ready_pods or not pods)
-    return VersionObservation(exists=True, replicas=desired, ready=ready, available=available,
-                              problem=problem)
+    return VersionObservation(
+        exists=True, replicas=desired, ready=ready, available=available, problem=problem
+    )

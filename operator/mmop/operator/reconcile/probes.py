@@ -19,7 +19,11 @@ def _base(pod: PodInfo) -> str:
 
 
 async def smoke_test(
-    http: httpx.AsyncClient, *, pod: PodInfo, model: str, task: models.Task,
+    http: httpx.AsyncClient,
+    *,
+    pod: PodInfo,
+    model: str,
+    task: models.Task,
     token: str | None = None,
 ) -> SmokeResult:
     """A per-modality test inference through the whole pipeline of one canary pod."""
@@ -30,14 +34,16 @@ async def smoke_test(
     try:
         response = await http.post(
             _base(pod) + contract.infer_path(model),
-            json=contract.smoke_test_request(task.value), headers=headers,
+            json=contract.smoke_test_request(task.value),
+            headers=headers,
         )
     except httpx.HTTPError as error:
         return SmokeResult(False, f"pod {pod.name}: {type(error).__name__}: {error}")
     ms = (time.monotonic() - started) * 1000
     if response.status_code != 200:
-        return SmokeResult(False, f"pod {pod.name}: HTTP {response.status_code}: "
-                           f"{response.text[:200]}")
+        return SmokeResult(
+            False, f"pod {pod.name}: HTTP {response.status_code}: {response.text[:200]}"
+        )
     try:
         outputs = response.json().get("outputs")
     except ValueError:

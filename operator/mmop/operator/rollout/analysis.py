@@ -96,8 +96,14 @@ def analyse(
 ) -> Verdict:
     """Judge the interval between two cumulative snapshots of the canary."""
     if baseline is None or baseline.pods != current.pods or current.requests < baseline.requests:
-        return Verdict(models.CheckResult.INCONCLUSIVE, 0, None, None,
-                       "canary pods changed; measuring from now", reset=True)
+        return Verdict(
+            models.CheckResult.INCONCLUSIVE,
+            0,
+            None,
+            None,
+            "canary pods changed; measuring from now",
+            reset=True,
+        )
     requests = current.requests - baseline.requests
     errors = current.errors - baseline.errors
     delta = {le: count - baseline.buckets.get(le, 0.0) for le, count in current.buckets.items()}
@@ -105,9 +111,14 @@ def analyse(
     p99_ms = None if p99 is None else round(p99 * 1000, 1)
     count = int(requests)
     if requests < max(thresholds.min_requests, 1) and thresholds.min_requests > 0:
-        return Verdict(models.CheckResult.INCONCLUSIVE, count, None, p99_ms,
-                       f"{count} canary requests, fewer than minRequests "
-                       f"{thresholds.min_requests}", reset=False)
+        return Verdict(
+            models.CheckResult.INCONCLUSIVE,
+            count,
+            None,
+            p99_ms,
+            f"{count} canary requests, fewer than minRequests {thresholds.min_requests}",
+            reset=False,
+        )
     error_rate = errors / requests if requests > 0 else 0.0
     problems = []
     if error_rate > thresholds.max_error_rate:
@@ -115,8 +126,20 @@ def analyse(
     if p99_ms is not None and p99_ms > thresholds.max_latency_p99_ms:
         problems.append(f"p99 latency {p99_ms:.0f} ms above {thresholds.max_latency_p99_ms} ms")
     if problems:
-        return Verdict(models.CheckResult.FAILED, count, round(error_rate, 4), p99_ms,
-                       "; ".join(problems), reset=False)
+        return Verdict(
+            models.CheckResult.FAILED,
+            count,
+            round(error_rate, 4),
+            p99_ms,
+            "; ".join(problems),
+            reset=False,
+        )
     latency = "n/a" if p99_ms is None else f"{p99_ms:.0f} ms"
-    return Verdict(models.CheckResult.PASSED, count, round(error_rate, 4), p99_ms,
-                   f"{count} requests, error rate {error_rate:.2%}, p99 {latency}", reset=False)
+    return Verdict(
+        models.CheckResult.PASSED,
+        count,
+        round(error_rate, 4),
+        p99_ms,
+        f"{count} requests, error rate {error_rate:.2%}, p99 {latency}",
+        reset=False,
+    )

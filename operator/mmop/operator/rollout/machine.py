@@ -100,8 +100,11 @@ class _Step:
     def history(self, result: models.HistoryResult, reason: str) -> None:
         assert self.s.canary_version is not None
         entry = models.HistoryEntry(
-            version=self.s.canary_version, revision=self.s.canary_revision or "",
-            result=result, reason=reason, finished_at=conditions.rfc3339(self.now),
+            version=self.s.canary_version,
+            revision=self.s.canary_revision or "",
+            result=result,
+            reason=reason,
+            finished_at=conditions.rfc3339(self.now),
         )
         self.s.history = [*self.s.history, entry][-HISTORY_LIMIT:]
 
@@ -151,8 +154,9 @@ def next_rollout_decision(
 
     _summarise(step, spec=spec, generation=generation)
     requeue = min(step.requeue) if step.requeue else None
-    return Decision(status=step.s, action=step.action, events=tuple(step.events),
-                    requeue_after=requeue)
+    return Decision(
+        status=step.s, action=step.action, events=tuple(step.events), requeue_after=requeue
+    )
 
 
 # --- transitions -------------------------------------------------------------------------------
@@ -180,8 +184,11 @@ def _back_to_stable(step: _Step) -> None:
     s = step.s
     if s.canary_version is not None:
         step.history(models.HistoryResult.CANCELLED, "the spec went back to the stable revision")
-        step.event("CanaryCancelled", f"canary {s.canary_version} dropped: the spec is back at "
-                   f"stable version {s.stable_version}")
+        step.event(
+            "CanaryCancelled",
+            f"canary {s.canary_version} dropped: the spec is back at "
+            f"stable version {s.stable_version}",
+        )
         step.clear_canary()
         step.action = "cancel"
     s.failed_revision = None
@@ -192,8 +199,14 @@ def _revert_to_retiring(step: _Step, desired: models.ServingSpec, desired_rev: s
     """The spec asks for the previous stable, still running while it retires: switch back at
     once. It served before, so no analysis is needed."""
     s = step.s
-    previous = next((v for v in s.versions if v.role == models.VersionRole.RETIRING
-                     and v.revision == desired_rev), None)
+    previous = next(
+        (
+            v
+            for v in s.versions
+            if v.role == models.VersionRole.RETIRING and v.revision == desired_rev
+        ),
+        None,
+    )
     if previous is None or not step.obs_of(previous.name).available:
         return False
     if s.canary_version is not None:
@@ -268,8 +281,10 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
             rollout.failed_checks += 1
             rollout.last_step_at = conditions.rfc3339(step.now)
             rollout.last_check = models.LastCheck(
-                time=rollout.last_step_at, result=models.CheckResult.FAILED,
-                message=f"test inference failed: {step.obs.smoke.message}")
+                time=rollout.last_step_at,
+                result=models.CheckResult.FAILED,
+                message=f"test inference failed: {step.obs.smoke.message}",
+            )
             step.event("CanaryTestFailed", rollout.last_check.message, warning=True)
             step.action = "fail-check"
             if rollout.failed_checks >= spec.rollout.max_failed_checks:
@@ -277,8 +292,11 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
         return
     rollout.verified_at = rollout.last_step_at = conditions.rfc3339(step.now)
     rollout.baseline = step.obs.canary_metrics
-    step.event("CanaryVerified", f"canary {s.canary_version} is available and answered a "
-               f"test inference: {step.obs.smoke.message}")
+    step.event(
+        "CanaryVerified",
+        f"canary {s.canary_version} is available and answered a "
+        f"test inference: {step.obs.smoke.message}",
+    )
     step.action = "verify"
     if spec.rollout.strategy == models.Strategy.MANUAL:
         _manual_weight(step, spec)
@@ -291,8 +309,9 @@ def _set_weight(step: _Step, weight: int, *, step_index: int) -> None:
     s, rollout = step.s, step.s.rollout
     assert rollout is not None
     if s.canary_weight != weight:
-        step.event("CanaryWeight", f"canary {s.canary_version} weight {s.canary_weight}% -> "
-                   f"{weight}%")
+        step.event(
+            "CanaryWeight", f"canary {s.canary_version} weight {s.canary_weight}% -> {weight}%"
+        )
     s.canary_weight = weight
     rollout.step = step_index
     if weight == 100:
@@ -306,8 +325,11 @@ def _manual_weight(step: _Step, spec: models.MultimodalModelSpec) -> None:
     canary = step.obs_of(s.canary_version)
     if wanted > 0 and canary.ready == 0:
         if s.canary_weight != 0:
-            step.event("CanaryUnready", f"canary {s.canary_version} has no ready pods: "
-                       "weight held at 0", warning=True)
+            step.event(
+                "CanaryUnready",
+                f"canary {s.canary_version} has no ready pods: weight held at 0",
+                warning=True,
+            )
         s.canary_weight = 0
         step.action = "refuse-weight"
         step.due_in(TICK_SECONDS)
@@ -339,18 +361,37 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     now = conditions.rfc3339(step.now)
     canary = step.obs_of(s.canary_version)
     if canary.ready == 0:
-        verdict = analysis.Verdict(models.CheckResult.FAILED, 0, None, None,
-                                   f"canary has no ready pods ({canary.problem or 'not ready'})",
-                                   reset=True)
+        verdict = analysis.Verdict(
+            models.CheckResult.FAILED,
+            0,
+            None,
+            None,
+            f"canary has no ready pods ({canary.problem or 'not ready'})",
+            reset=True,
+        )
     elif step.obs.canary_metrics is None:
-        verdict = analysis.Verdict(models.CheckResult.INCONCLUSIVE, 0, None, None,
-                                   "canary metrics unavailable", reset=False)
+        verdict = analysis.Verdict(
+            models.CheckResult.INCONCLUSIVE,
+            0,
+            None,
+            None,
+            "canary metrics unavailable",
+            reset=False,
+        )
     else:
-        verdict = analysis.analyse(baseline=rollout.baseline, current=step.obs.canary_metrics,
-                                   thresholds=spec.rollout.analysis)
+        verdict = analysis.analyse(
+            baseline=rollout.baseline,
+            current=step.obs.canary_metrics,
+            thresholds=spec.rollout.analysis,
+        )
     rollout.last_check = models.LastCheck(
-        time=now, error_rate=verdict.error_rate, latency_p99_ms=verdict.latency_p99_ms,
-        requests=verdict.requests, result=verdict.result, message=verdict.message)
+        time=now,
+        error_rate=verdict.error_rate,
+        latency_p99_ms=verdict.latency_p99_ms,
+        requests=verdict.requests,
+        result=verdict.result,
+        message=verdict.message,
+    )
     if verdict.result == models.CheckResult.INCONCLUSIVE:
         # Hold: keep the baseline so traffic adds up until there is enough to judge.
         if verdict.reset:
@@ -362,8 +403,12 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     if verdict.result == models.CheckResult.FAILED:
         rollout.failed_checks += 1
         step.action = "fail-check"
-        step.event("CanaryCheckFailed", f"check {rollout.failed_checks}/"
-                   f"{spec.rollout.max_failed_checks} failed: {verdict.message}", warning=True)
+        step.event(
+            "CanaryCheckFailed",
+            f"check {rollout.failed_checks}/"
+            f"{spec.rollout.max_failed_checks} failed: {verdict.message}",
+            warning=True,
+        )
         if rollout.failed_checks >= spec.rollout.max_failed_checks:
             _start_rollback(step, "AnalysisFailed", verdict.message)
         else:
@@ -396,8 +441,11 @@ def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
 
 def _retire(step: _Step, name: str, revision: str, *, delay: float = 0) -> None:
     after = conditions.rfc3339(step.now + timedelta(seconds=delay))
-    step.s.versions = [v for v in step.s.versions if v.name != name] + [models.VersionStatus(
-        name=name, revision=revision, role=models.VersionRole.RETIRING, retire_after=after)]
+    step.s.versions = [v for v in step.s.versions if v.name != name] + [
+        models.VersionStatus(
+            name=name, revision=revision, role=models.VersionRole.RETIRING, retire_after=after
+        )
+    ]
     step.due_in(delay)
 
 
@@ -422,7 +470,8 @@ def _start_rollback(step: _Step, reason: str, message: str) -> None:
     s.phase = models.Phase.ROLLING_BACK
     if s.rollout is not None:
         s.rollout.last_check = s.rollout.last_check or models.LastCheck(
-            time=conditions.rfc3339(step.now), result=models.CheckResult.FAILED, message=message)
+            time=conditions.rfc3339(step.now), result=models.CheckResult.FAILED, message=message
+        )
     step.event(reason, f"rolling back canary {s.canary_version}: {message}", warning=True)
     step.action = "rollback"
     s.message = f"{reason}: {message}"
@@ -434,8 +483,11 @@ def _finish_rollback(step: _Step) -> None:
     reason = s.message or "rolled back"
     s.failed_revision = s.canary_revision
     step.history(models.HistoryResult.ROLLED_BACK, reason)
-    step.event("RolledBack", f"canary {s.canary_version} removed; stable {s.stable_version} "
-               "serves all traffic", warning=True)
+    step.event(
+        "RolledBack",
+        f"canary {s.canary_version} removed; stable {s.stable_version} serves all traffic",
+        warning=True,
+    )
     step.clear_canary()
     s.phase = models.Phase.FAILED
     step.action = "rolled-back"
@@ -449,29 +501,43 @@ def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int
     canary = step.obs_of(s.canary_version) if s.canary_version else None
     entries = []
     if s.stable_version is not None:
-        entries.append(models.VersionStatus(
-            name=s.stable_version, revision=s.stable_revision or "", role=models.VersionRole.STABLE,
-            weight=100 - s.canary_weight, replicas=stable.replicas, ready_replicas=stable.ready))
+        entries.append(
+            models.VersionStatus(
+                name=s.stable_version,
+                revision=s.stable_revision or "",
+                role=models.VersionRole.STABLE,
+                weight=100 - s.canary_weight,
+                replicas=stable.replicas,
+                ready_replicas=stable.ready,
+            )
+        )
     if s.canary_version is not None and canary is not None:
-        entries.append(models.VersionStatus(
-            name=s.canary_version, revision=s.canary_revision or "",
-            role=models.VersionRole.CANARY, weight=s.canary_weight, replicas=canary.replicas,
-            ready_replicas=canary.ready))
+        entries.append(
+            models.VersionStatus(
+                name=s.canary_version,
+                revision=s.canary_revision or "",
+                role=models.VersionRole.CANARY,
+                weight=s.canary_weight,
+                replicas=canary.replicas,
+                ready_replicas=canary.ready,
+            )
+        )
     retiring = []
     for v in s.versions:
         if v.role == models.VersionRole.RETIRING:
             o = step.obs_of(v.name)
-            retiring.append(v.model_copy(update={"replicas": o.replicas, "ready_replicas": o.ready,
-                                                 "weight": 0}))
+            retiring.append(
+                v.model_copy(
+                    update={"replicas": o.replicas, "ready_replicas": o.ready, "weight": 0}
+                )
+            )
     s.versions = entries + retiring
     s.replicas = sum(v.replicas for v in s.versions)
     s.ready_replicas = sum(v.ready_replicas for v in s.versions)
     s.observed_generation = generation
 
     idle = s.canary_version is None and s.phase in (models.Phase.READY, models.Phase.DEGRADED)
-    if idle and stable.ready == 0:
-        s.phase = models.Phase.DEGRADED
-    elif idle and stable.problem and stable.ready < stable.replicas:
+    if (idle and stable.ready == 0) or (idle and stable.problem and stable.ready < stable.replicas):
         s.phase = models.Phase.DEGRADED
     elif idle:
         s.phase = models.Phase.READY
@@ -479,25 +545,51 @@ def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int
     # Ready: is anything serving?
     ready: tuple[conditions.Status, str, str]
     if stable.ready > 0:
-        ready = ("True", "StableServing",
-                 f"version {s.stable_version}: {stable.ready}/{stable.replicas} pods ready")
+        ready = (
+            "True",
+            "StableServing",
+            f"version {s.stable_version}: {stable.ready}/{stable.replicas} pods ready",
+        )
     elif s.phase == models.Phase.DEPLOYING:
-        ready = ("False", "Deploying", f"version {s.stable_version}: "
-                 f"{stable.problem or f'{stable.ready}/{stable.replicas} pods ready'}")
+        ready = (
+            "False",
+            "Deploying",
+            f"version {s.stable_version}: "
+            f"{stable.problem or f'{stable.ready}/{stable.replicas} pods ready'}",
+        )
     else:
-        ready = ("False", "StableUnavailable", f"version {s.stable_version} has no ready pods"
-                 + (f": {stable.problem}" if stable.problem else ""))
+        ready = (
+            "False",
+            "StableUnavailable",
+            f"version {s.stable_version} has no ready pods"
+            + (f": {stable.problem}" if stable.problem else ""),
+        )
     gen = generation
     s.conditions = conditions.set_condition(
-        s.conditions, type_=conditions.READY, status=ready[0], reason=ready[1],
-        message=ready[2], now=now, generation=gen)
+        s.conditions,
+        type_=conditions.READY,
+        status=ready[0],
+        reason=ready[1],
+        message=ready[2],
+        now=now,
+        generation=gen,
+    )
 
     progressing = _progressing(step, spec)
     s.conditions = conditions.set_condition(
-        s.conditions, type_=conditions.PROGRESSING, status=progressing[0],
-        reason=progressing[1], message=progressing[2], now=now, generation=gen)
-    s.message = progressing[2] if progressing[0] == "True" else (
-        progressing[2] if s.phase == models.Phase.FAILED else ready[2])
+        s.conditions,
+        type_=conditions.PROGRESSING,
+        status=progressing[0],
+        reason=progressing[1],
+        message=progressing[2],
+        now=now,
+        generation=gen,
+    )
+    s.message = (
+        progressing[2]
+        if progressing[0] == "True"
+        else (progressing[2] if s.phase == models.Phase.FAILED else ready[2])
+    )
 
 
 def _progressing(
@@ -514,24 +606,37 @@ def _progressing(
         if s.rollout.verified_at is None:
             canary = step.obs_of(s.canary_version)
             waiting = canary.problem or f"{canary.ready}/{canary.replicas} pods ready"
-            return ("True", "CanaryVerifying",
-                    f"canary {s.canary_version} at weight 0, waiting for it to become available "
-                    f"and pass a test inference ({waiting}){detail}")
+            return (
+                "True",
+                "CanaryVerifying",
+                f"canary {s.canary_version} at weight 0, waiting for it to become available "
+                f"and pass a test inference ({waiting}){detail}",
+            )
         if spec.rollout.paused:
-            return ("True", "CanaryPaused",
-                    f"canary {s.canary_version} paused at weight {s.canary_weight}%")
+            return (
+                "True",
+                "CanaryPaused",
+                f"canary {s.canary_version} paused at weight {s.canary_weight}%",
+            )
         reason = "Promoting" if s.phase == models.Phase.PROMOTING else "CanaryStep"
         if spec.rollout.strategy == models.Strategy.MANUAL:
             reason = "ManualWeight"
-        return ("True", reason, f"canary {s.canary_version} at weight {s.canary_weight}% "
-                f"(step {s.rollout.step + 1}/{len(spec.rollout.steps)}, failed checks "
-                f"{s.rollout.failed_checks}/{spec.rollout.max_failed_checks}){detail}")
+        return (
+            "True",
+            reason,
+            f"canary {s.canary_version} at weight {s.canary_weight}% "
+            f"(step {s.rollout.step + 1}/{len(spec.rollout.steps)}, failed checks "
+            f"{s.rollout.failed_checks}/{spec.rollout.max_failed_checks}){detail}",
+        )
     if s.phase == models.Phase.FAILED:
         last = s.history[-1] if s.history else None
         why = last.reason if last else "rolled back"
-        return ("False", "RolledBack",
-                f"rollout of revision {s.failed_revision} rolled back: {why}; stable "
-                f"{s.stable_version} serves all traffic")
+        return (
+            "False",
+            "RolledBack",
+            f"rollout of revision {s.failed_revision} rolled back: {why}; stable "
+            f"{s.stable_version} serves all traffic",
+        )
     last = s.history[-1] if s.history else None
     if last is not None and last.result == models.HistoryResult.PROMOTED:
         return ("False", "RolloutComplete", f"version {last.version} promoted")

@@ -1,0 +1,128 @@
+"""rollout/analysis.py: runtime metrics -> snapshot -> verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmop.operator import models
+from mmop.operator.rollout import analysis
+
+METRICS = """\
+# HELP mmop_requests_total Requests
+# TYPE mmop_requests_total counter
+mmop_requests_total{model="clip",endpoint="infer",code="200"} 90.0
+mmop_requests_total{model="clip",endpoint="infer",code="500"} 6.0
+mmop_requests_total{model="clip",endpoint="infer",code="400"} 4.0
+mmop_requests_total{model="clip",endpoint="embeddings",code="200"} 10.0
+mmop_requests_total{model="clip",endpoint="smoke",code="500"} 3.0
+mmop_requests_total{model="clip",endpoint="health",code="200"} 1000.0
+# HELP mmop_request_duration_seconds Latency
+# TYPE mmop_request_duration_seconds histogram
+mmop_request_duration_seconds_bucket{model="clip",endpoint="infer",le="0.05"} 80.0
+mmop_request_duration_seconds_bucket{model="clip",endpoint="infer",le="0.1"} 99.0
+mmop_request_duration_seconds_bucket{model="clip",endpoint="infer",le="+Inf"} 100.0
+mmop_request_duration_seconds_count{model="clip",endpoint="infer"} 100.0
+mmop_request_duration_seconds_sum{model="clip",endpoint="infer"} 3.0
+mmop_request_duration_seconds_bucket{model="clip",endpoint="health",le="+Inf"} 1000.0
+"""
+
+THRESHOLDS = models.Analysis(max_error_rate=0.05, max_latency_p99_ms=500, min_requests=10)
+
+
+def test_parse_counts_only_user_inference() -> None:
+    snap = analysis.parse_runtime_metrics(METRICS, pod="clip-v2-a")
+    assert snap.requests == 110  # infer 100 + embeddings 10; smoke and health left out
+    assert snap.errors == 6  # 5xx only
+    assert snap.buckets == {"0.05": 80, "0.1": 99, "+Inf": 100}
+    assert snap.pods == ["clip-v2-a"]
+
+
+def test_merge_sums_pods() -> None:
+    a = analysis.parse_runtime_metrics(METRICS, pod="a")
+    b = analysis.parse_runtime_metrics(METRICS, pod="b")
+    merged = analysis.merge([b, a])
+    assert (merged.requests, merged.errors, merged.pods) == (220, 12, ["a", "b"])
+    assert merged.buckets["+Inf"] == 200
+
+
+@pytest.mark.parametrize(
+    ("buckets", "q", "expected"),
+    [
+        ({"0.1": 50, "0.2": 100, "+Inf": 100}, 0.5, 0.1),
+        ({"0.1": 50, "0.2": 100, "+Inf": 100}, 0.99, 0.198),
+        ({"0.1": 0, "0.2": 0, "+Inf": 0}, 0.99, None),
+        ({"0.1": 10, "+Inf": 100}, 0.99, 0.1),  # beyond the last finite bucket
+    ],
+)
+def test_quantile(buckets: dict[str, float], q: float, expected: float | None) -> None:
+    result = analysis.quantile(buckets, q)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pytest.approx(expected)
+
+
+def _snap(
+    requests: float, errors: float = 0, fast: float | None = None, pods: tuple[str, ...] = ("p",)
+) -> models.MetricsSnapshot:
+    fast = requests if fast is None else fast
+    return models.MetricsSnapshot(
+        requests=requests,
+        errors=errors,
+        pods=list(pods),
+        buckets={"0.1": fast, "2.0": requests, "+Inf": requests},
+    )
+
+
+def test_pass() -> None:
+    v = analysis.analyse(baseline=_snap(100), current=_snap(200, 1), thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.PASSED
+    assert (v.requests, v.error_rate) == (100, 0.01)
+    assert v.latency_p99_ms is not None and v.latency_p99_ms <= 100
+
+
+def test_fail_on_errors_counts_only_the_interval() -> None:
+    # 50 errors happened before the baseline; only 1 in this interval.
+    v = analysis.analyse(baseline=_snap(100, 50), current=_snap(200, 51), thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.PASSED
+    v = analysis.analyse(baseline=_snap(100, 0), current=_snap(200, 10), thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.FAILED
+    assert "error rate 10.00%" in v.message
+
+
+def test_fail_on_latency() -> None:
+    v = analysis.analyse(
+        baseline=_snap(0, fast=0), current=_snap(100, fast=50), thresholds=THRESHOLDS
+    )
+    assert v.result == models.CheckResult.FAILED
+    assert "p99 latency" in v.message
+
+
+def test_inconclusive_below_min_requests() -> None:
+    v = analysis.analyse(baseline=_snap(100), current=_snap(105), thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.INCONCLUSIVE
+    assert not v.reset
+
+
+def test_zero_min_requests_passes_without_traffic() -> None:
+    lax = THRESHOLDS.model_copy(update={"min_requests": 0})
+    v = analysis.analyse(baseline=_snap(5), current=_snap(5), thresholds=lax)
+    assert v.result == models.CheckResult.PASSED
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        _snap(50),
+        _snap(200, pods=("q",)),
+    ],
+)
+def test_counter_reset_or_new_pods_restart_the_baseline(current: models.MetricsSnapshot) -> None:
+    v = analysis.analyse(baseline=_snap(100), current=current, thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.INCONCLUSIVE
+    assert v.reset
+
+
+def test_no_baseline_is_inconclusive() -> None:
+    v = analysis.analyse(baseline=None, current=_snap(100), thresholds=THRESHOLDS)
+    assert (v.result, v.reset) == (models.CheckResult.INCONCLUSIVE, True)
