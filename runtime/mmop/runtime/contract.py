@@ -70,6 +70,22 @@ ENV_DTYPE: Final = "MMOP_DTYPE"
 ENV_TRUST_REMOTE_CODE: Final = "MMOP_TRUST_REMOTE_CODE"
 ENV_AUTH_TOKEN: Final = "MMOP_AUTH_TOKEN"  # optional bearer token; from a Secret in the spec
 ENV_CACHE_DIR: Final = "MMOP_CACHE_DIR"
+ENV_PVC_MOUNT_ROOT: Final = (
+    "MMOP_PVC_MOUNT_ROOT"  # where pvc:// claims are mounted (PVC_MOUNT_ROOT)
+)
+ENV_LOG_LEVEL: Final = "MMOP_LOG_LEVEL"
+ENV_PREPROCESS_THREADS: Final = "MMOP_PREPROCESS_THREADS"
+ENV_DRAIN_TIMEOUT_SECONDS: Final = (
+    "MMOP_DRAIN_TIMEOUT_SECONDS"  # SIGTERM: longest wait for in-flight
+)
+# Input limits (each a 4xx when exceeded; see docs/runtime.md).
+ENV_MAX_REQUEST_BYTES: Final = "MMOP_MAX_REQUEST_BYTES"
+ENV_MAX_IMAGE_PIXELS: Final = "MMOP_MAX_IMAGE_PIXELS"
+ENV_MAX_AUDIO_SECONDS: Final = "MMOP_MAX_AUDIO_SECONDS"
+ENV_MAX_ITEMS_PER_REQUEST: Final = "MMOP_MAX_ITEMS_PER_REQUEST"
+ENV_MAX_LABELS: Final = "MMOP_MAX_LABELS"
+ENV_MAX_TEXT_CHARS: Final = "MMOP_MAX_TEXT_CHARS"
+ENV_MAX_NEW_TOKENS: Final = "MMOP_MAX_NEW_TOKENS"
 # Fault injection, for testing rollbacks end to end (never set by the operator itself).
 ENV_FAULT_ERROR_RATE: Final = "MMOP_FAULT_ERROR_RATE"  # fraction of infer requests answered 500
 ENV_FAULT_LATENCY_MS: Final = "MMOP_FAULT_LATENCY_MS"  # extra latency added to every infer
@@ -98,6 +114,11 @@ LABEL_ENDPOINT: Final = "endpoint"
 LABEL_CODE: Final = "code"
 # The ``endpoint`` label value for inference calls (OIP infer and /v1/embeddings).
 INFER_ENDPOINTS: Final = ("infer", "embeddings")
+# The other ``endpoint`` label values: server/model metadata, probes, anything else.
+ENDPOINT_METADATA: Final = "metadata"
+ENDPOINT_HEALTH: Final = "health"
+ENDPOINT_OTHER: Final = "other"
+ENDPOINT_SMOKE: Final = "smoke"
 # Requests the operator sends as smoke tests carry this header, so that analysis can tell them
 # apart from user traffic (the runtime counts them with endpoint="smoke").
 SMOKE_TEST_HEADER: Final = "X-Mmop-Smoke-Test"

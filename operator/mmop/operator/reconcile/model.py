@@ -236,9 +236,9 @@ def _routes_condition(
             else ""
         )
         cond = ("True", "Routed", f"{router.value} routes in place{note}")
-    if previous is None or (previous.status, previous.reason, previous.message) != cond:
-        if cond[0] == "False":
-            events.append(machine.Event("Warning", cond[1], cond[2]))
+    changed = previous is None or (previous.status, previous.reason, previous.message) != cond
+    if changed and cond[0] == "False":
+        events.append(machine.Event("Warning", cond[1], cond[2]))
     status.conditions = conditions.set_condition(
         status.conditions,
         type_=ROUTES_READY,
