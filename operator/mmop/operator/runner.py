@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 
 import kopf
+
+from mmop.operator import logs
 
 
 def run(
