@@ -19,11 +19,7 @@ def run(
         os.environ["KUBECONFIG"] = kubeconfig
     if namespace:
         os.environ.setdefault("MMOP_OPERATOR_NAMESPACE", namespace)
-    logging.basicConfig(
-        level=os.environ.get("MMOP_LOG_LEVEL", "INFO"),
-        format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
-        '"message": "%(message)s"}',
-    )
+    logs.configure()
     from mmop.operator import main  # noqa: F401 - registers the handlers
 
     namespaces = [namespace] if namespace else []

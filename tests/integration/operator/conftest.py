@@ -33,14 +33,27 @@ ROUTE_CRDS = [
 
 def route_crd(group: str, version: str, plural: str, kind: str) -> dict[str, Any]:
     return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},
-        "spec": {"group": group, "scope": "Namespaced",
-                 "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
-                 "versions": [{"name": version, "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": {
-                                   "type": "object",
-                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
     }
 
 
@@ -82,11 +95,17 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        env = {**os.environ, "MMOP_OPERATOR_HEALTH_PORT": str(free_port()),
-               "MMOP_OPERATOR_RESYNC_SECONDS": "2"}
+        env = {
+            **os.environ,
+            "MMOP_OPERATOR_HEALTH_PORT": str(free_port()),
+            "MMOP_OPERATOR_RESYNC_SECONDS": "2",
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mmop.operator", "--kubeconfig", str(self.kubeconfig)],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     def stop(self, *, kill: bool = False) -> None:
         if self.proc is None:
@@ -103,23 +122,26 @@ class OperatorProcess:
         self.proc = None
 
     def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace")
-                         for p in sorted(self.log_dir.glob("operator-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+        )
 
 
 @pytest.fixture(scope="session")
-def operator(client: kube.KubeClient, kubeconfig: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    client: kube.KubeClient, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"))
     proc.start()
     yield proc
     proc.stop()
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30,
-                     what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 30, what: str = "condition"
+) -> T:
     """Poll until ``probe`` returns something truthy (correctness, not speed: generous)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: T | None = None
     while time.monotonic() < deadline:
         last = await probe()
@@ -132,8 +154,9 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float
 @pytest.fixture
 async def namespace(client: kube.KubeClient) -> str:
     name = f"it-{uuid.uuid4().hex[:8]}"
-    await client.create(kube.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace",
-                                         "metadata": {"name": name}})
+    await client.create(
+        kube.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
     return name
 
 

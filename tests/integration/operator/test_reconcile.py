@@ -28,16 +28,27 @@ async def _phase(client: kube.KubeClient, ns: str, name: str, phase: str) -> dic
 async def _mark_available(client: kube.KubeClient, ns: str, name: str) -> None:
     """Stand in for a kubelet: the Deployment reports one ready pod."""
     dep = await client.get(kube.DEPLOYMENT, name=name, namespace=ns)
-    await client.patch_status(kube.DEPLOYMENT, name=name, namespace=ns, status={
-        "observedGeneration": dep["metadata"]["generation"], "replicas": 1,
-        "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
-        "conditions": [{"type": "Available", "status": "True"}]})
+    await client.patch_status(
+        kube.DEPLOYMENT,
+        name=name,
+        namespace=ns,
+        status={
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+            "updatedReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True"}],
+        },
+    )
 
 
 async def _ready_clip(client: kube.KubeClient, ns: str) -> dict[str, Any]:
     await client.create(kube.MULTIMODAL_MODEL, example("clip.yaml", namespace=ns))
-    await eventually(lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=ns),
-                     what="Deployment clip-v1")
+    await eventually(
+        lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=ns),
+        what="Deployment clip-v1",
+    )
     await _mark_available(client, ns, "clip-v1")
     return await eventually(lambda: _phase(client, ns, "clip", "Ready"), what="phase Ready")
 
@@ -45,27 +56,36 @@ async def _ready_clip(client: kube.KubeClient, ns: str) -> dict[str, Any]:
 async def test_create_makes_children_and_status(client: kube.KubeClient, namespace: str) -> None:
     body = await client.create(kube.MULTIMODAL_MODEL, example("clip.yaml", namespace=namespace))
     uid = body["metadata"]["uid"]
-    deploying = await eventually(lambda: _phase(client, namespace, "clip", "Deploying"),
-                                 what="phase Deploying")
+    deploying = await eventually(
+        lambda: _phase(client, namespace, "clip", "Deploying"), what="phase Deploying"
+    )
     status = deploying["status"]
     assert status["stableVersion"] == "v1"
     assert status["url"] == f"http://clip.{namespace}.svc.cluster.local"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Deploying")
-    expected = [(kube.DEPLOYMENT, "clip-v1"), (kube.SERVICE, "clip-v1"), (kube.SERVICE, "clip"),
-                (kube.HPA, "clip-v1"), (kube.PDB, "clip-v1"), (kube.DESTINATION_RULE, "clip"),
-                (kube.VIRTUAL_SERVICE, "clip")]
+    expected = [
+        (kube.DEPLOYMENT, "clip-v1"),
+        (kube.SERVICE, "clip-v1"),
+        (kube.SERVICE, "clip"),
+        (kube.HPA, "clip-v1"),
+        (kube.PDB, "clip-v1"),
+        (kube.DESTINATION_RULE, "clip"),
+        (kube.VIRTUAL_SERVICE, "clip"),
+    ]
     for kind, name in expected:
-        obj = await eventually(lambda k=kind, n=name: client.get_or_none(k, name=n,
-                                                                        namespace=namespace),
-                               what=f"{kind.kind} {name}")
+        obj = await eventually(
+            lambda k=kind, n=name: client.get_or_none(k, name=n, namespace=namespace),
+            what=f"{kind.kind} {name}",
+        )
         owner = obj["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["uid"]) == ("MultimodalModel", uid)
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mmop"
 
 
-async def test_available_deployment_makes_the_model_ready(client: kube.KubeClient,
-                                                          namespace: str) -> None:
+async def test_available_deployment_makes_the_model_ready(
+    client: kube.KubeClient, namespace: str
+) -> None:
     body = await _ready_clip(client, namespace)
     ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "StableServing")
@@ -73,8 +93,9 @@ async def test_available_deployment_makes_the_model_ready(client: kube.KubeClien
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
 
 
-async def test_noop_resync_makes_zero_writes(client: kube.KubeClient, namespace: str,
-                                             apiserver: ServerHandle) -> None:
+async def test_noop_resync_makes_zero_writes(
+    client: kube.KubeClient, namespace: str, apiserver: ServerHandle
+) -> None:
     await _ready_clip(client, namespace)
     await asyncio.sleep(3)  # let the last writes of reaching Ready settle
     since = apiserver.audit.last_index
@@ -88,11 +109,25 @@ async def test_noop_resync_makes_zero_writes(client: kube.KubeClient, namespace:
 async def test_drift_is_repaired(client: kube.KubeClient, namespace: str) -> None:
     await _ready_clip(client, namespace)
     await client.delete(kube.SERVICE, name="clip-v1", namespace=namespace)
-    await eventually(lambda: client.get_or_none(kube.SERVICE, name="clip-v1",
-                                                namespace=namespace), what="Service back")
-    await client.patch(kube.VIRTUAL_SERVICE, name="clip", namespace=namespace, patch={
-        "spec": {"http": [{"name": "versions", "route": [{"destination": {
-            "host": "evil", "subset": "v1"}, "weight": 100}]}]}})
+    await eventually(
+        lambda: client.get_or_none(kube.SERVICE, name="clip-v1", namespace=namespace),
+        what="Service back",
+    )
+    await client.patch(
+        kube.VIRTUAL_SERVICE,
+        name="clip",
+        namespace=namespace,
+        patch={
+            "spec": {
+                "http": [
+                    {
+                        "name": "versions",
+                        "route": [{"destination": {"host": "evil", "subset": "v1"}, "weight": 100}],
+                    }
+                ]
+            }
+        },
+    )
 
     async def repaired() -> bool:
         vs = await client.get(kube.VIRTUAL_SERVICE, name="clip", namespace=namespace)
@@ -103,8 +138,12 @@ async def test_drift_is_repaired(client: kube.KubeClient, namespace: str) -> Non
 
 async def test_scaling_changes_apply_in_place(client: kube.KubeClient, namespace: str) -> None:
     await _ready_clip(client, namespace)
-    await client.patch(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace, patch={
-        "spec": {"autoscaling": {"minReplicas": 3, "maxReplicas": 5}}})
+    await client.patch(
+        kube.MULTIMODAL_MODEL,
+        name="clip",
+        namespace=namespace,
+        patch={"spec": {"autoscaling": {"minReplicas": 3, "maxReplicas": 5}}},
+    )
 
     async def rescaled() -> bool:
         hpa = await client.get(kube.HPA, name="clip-v1", namespace=namespace)
@@ -115,14 +154,16 @@ async def test_scaling_changes_apply_in_place(client: kube.KubeClient, namespace
     assert body["status"].get("canaryVersion") is None  # not a new revision: no rollout
 
 
-async def test_invalid_spec_is_reported_not_retried(client: kube.KubeClient, namespace: str,
-                                                    apiserver: ServerHandle) -> None:
+async def test_invalid_spec_is_reported_not_retried(
+    client: kube.KubeClient, namespace: str, apiserver: ServerHandle
+) -> None:
     """An object the API server took (here: under a permissive, older CRD) that the
     operator's models reject: Ready=False/InvalidSpec, an Event naming the field, no child."""
     permissive = crd.build_crd()
     version = permissive["spec"]["versions"][0]
-    version["schema"] = {"openAPIV3Schema": {"type": "object",
-                                             "x-kubernetes-preserve-unknown-fields": True}}
+    version["schema"] = {
+        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    }
     current = await client.get(kube.CRD, name=permissive["metadata"]["name"])
     permissive["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
     await client.replace(kube.CRD, permissive)
@@ -145,22 +186,26 @@ async def test_invalid_spec_is_reported_not_retried(client: kube.KubeClient, nam
     assert condition["status"] == "False"
     assert "spec.rollout.steps" in condition["message"]
     events = await client.list_items(kube.EVENT, namespace=namespace)
-    assert any(e["reason"] == "InvalidSpec" and "spec.rollout.steps" in e["message"]
-               for e in events)
+    assert any(
+        e["reason"] == "InvalidSpec" and "spec.rollout.steps" in e["message"] for e in events
+    )
     assert await client.list_items(kube.DEPLOYMENT, namespace=namespace) == []
     since = apiserver.audit.last_index
     await asyncio.sleep(5)
     assert [r for r in apiserver.audit.records(since=since) if r.namespace == namespace] == []
 
 
-async def test_delete_cleans_up(client: kube.KubeClient, namespace: str,
-                                operator: OperatorProcess) -> None:
+async def test_delete_cleans_up(
+    client: kube.KubeClient, namespace: str, operator: OperatorProcess
+) -> None:
     await _ready_clip(client, namespace)
     await client.delete(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
 
     async def gone() -> bool:
-        left = [await client.list_items(k, namespace=namespace)
-                for k in (kube.MULTIMODAL_MODEL, kube.DEPLOYMENT, kube.SERVICE, kube.HPA)]
+        left = [
+            await client.list_items(k, namespace=namespace)
+            for k in (kube.MULTIMODAL_MODEL, kube.DEPLOYMENT, kube.SERVICE, kube.HPA)
+        ]
         return not any(left)
 
     await eventually(gone, what="model and children gone")

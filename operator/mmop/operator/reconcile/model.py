@@ -193,7 +193,14 @@ async def _observe(
                 ctx.http, pod=infos[0], model=name, task=mm.spec.model.task, token=token
             )
         if machine.wants_canary_metrics(status):
-            canary_metrics = await probes.scrape(ctx.http, infos)
+            prometheus = ctx.settings.prometheus_url
+            canary_metrics = (
+                await probes.prometheus_snapshot(
+                    ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=infos
+                )
+                if prometheus
+                else await probes.scrape(ctx.http, infos)
+            )
     return machine.Observations(
         now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics
     )

@@ -70,3 +70,51 @@ async def scrape(http: httpx.AsyncClient, pods: list[PodInfo]) -> models.Metrics
     except (httpx.HTTPError, ValueError):
         return None
     return analysis.merge(list(snapshots))
+
+
+async def prometheus_snapshot(
+    http: httpx.AsyncClient, *, url: str, namespace: str, pods: list[PodInfo]
+) -> models.MetricsSnapshot | None:
+    """The same cumulative counters, from Prometheus instead of the pods.
+
+    Relies on the usual pod scrape config, which labels series with ``namespace`` and ``pod``.
+    None when Prometheus cannot answer (the check is then inconclusive, never a pass).
+    """
+    if not pods:
+        return None
+    names = "|".join(sorted(p.name for p in pods))
+    match = (
+        f'namespace="{namespace}",pod=~"{names}",'
+        f'{contract.LABEL_ENDPOINT}=~"{"|".join(contract.INFER_ENDPOINTS)}"'
+    )
+    requests_total = f"{contract.METRIC_REQUESTS}_total"
+    queries = {
+        "requests": f"sum({requests_total}{{{match}}})",
+        "errors": f'sum({requests_total}{{{match},{contract.LABEL_CODE}=~"5.."}})',
+        "buckets": f"sum by (le) ({contract.METRIC_REQUEST_DURATION}_bucket{{{match}}})",
+        "pods": f"count by (pod) ({requests_total}{{{match}}})",
+    }
+    results: dict[str, list[dict[str, object]]] = {}
+    try:
+        for key, query in queries.items():
+            response = await http.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query})
+            response.raise_for_status()
+            payload = response.json()
+            if payload.get("status") != "success":
+                return None
+            results[key] = payload["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+    def scalar(key: str) -> float:
+        rows = results[key]
+        return float(rows[0]["value"][1]) if rows else 0.0  # type: ignore[index]
+
+    buckets = {
+        str(r["metric"]["le"]): float(r["value"][1])  # type: ignore[index]
+        for r in results["buckets"]
+    }
+    seen = sorted(str(r["metric"]["pod"]) for r in results["pods"])  # type: ignore[index]
+    return models.MetricsSnapshot(
+        requests=scalar("requests"), errors=scalar("errors"), buckets=buckets, pods=seen
+    )

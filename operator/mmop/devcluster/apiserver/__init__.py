@@ -1,0 +1,25 @@
+"""mmop.devcluster.apiserver: an in-memory Kubernetes API server that real kopf, kubectl and helm
+accept, for ``mmop dev`` and the tests.
+
+Public API (everything else is internal):
+
+* ``ApiServer(host="127.0.0.1", port=0, *, watch_history=10_000, bookmark_interval=10.0,
+  watch_timeout=1800.0)``: ``async with ApiServer() as server: server.url``;
+  ``server.audit`` (the write audit trail), ``server.compact()`` (forget the watch history:
+  watches from older resourceVersions get 410 Gone).
+* ``ApiServer.start_in_thread(**same) -> ServerHandle``: ``handle.url``, ``handle.audit``,
+  ``handle.server``, ``handle.call(fn, *args)`` (run on the server's loop), ``handle.stop()``;
+  also a context manager.
+* ``write_kubeconfig(path, url, namespace="default") -> Path``.
+* ``AuditLog`` / ``AuditRecord``: ``audit.records(since=index)``, ``audit.last_index``,
+  ``audit.clear()``; over HTTP ``GET /debug/audit?since=N`` and ``DELETE /debug/audit``.
+  ``POST /debug/compact`` compacts the watch history from another process.
+* CLI: ``python -m mmop.devcluster.apiserver --port N --kubeconfig PATH``.
+
+What it implements and simplifies: docs/devcluster-apiserver.md.
+"""
+
+from mmop.devcluster.apiserver.audit import AuditLog, AuditRecord
+from mmop.devcluster.apiserver.server import ApiServer, ServerHandle, write_kubeconfig
+
+__all__ = ["ApiServer", "AuditLog", "AuditRecord", "ServerHandle", "write_kubeconfig"]

@@ -1,0 +1,206 @@
+"""The server object: wiring (registry, store, watch hub, API, HTTP), lifecycle (async context
+manager or a background thread), bootstrap namespaces, and kubeconfig files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from mmop.devcluster.apiserver import builtins
+from mmop.devcluster.apiserver.audit import AuditLog
+from mmop.devcluster.apiserver.handlers import Handler, WatchSettings
+from mmop.devcluster.apiserver.operations import Api, Target, WriteOptions
+from mmop.devcluster.apiserver.resources import Registry
+from mmop.devcluster.apiserver.store import Store
+from mmop.devcluster.apiserver.watch import WatchHub
+
+logger = logging.getLogger(__name__)
+INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class ApiServer:
+    """An in-memory Kubernetes API server on plain HTTP.
+
+    ``watch_history``: events kept per resource type for watches that resume from a
+    resourceVersion (older ones get 410 Gone). ``bookmark_interval``: seconds of quiet before
+    a BOOKMARK. ``watch_timeout``: the default length of a watch without ``timeoutSeconds``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        watch_history: int = 10_000,
+        bookmark_interval: float = 10.0,
+        watch_timeout: float = 1800.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.audit = AuditLog()
+        self.registry = Registry(builtins.BUILTIN_TYPES)
+        self.hub = WatchHub(history_size=watch_history)
+        self.store = Store(self.hub)
+        self.api = Api(registry=self.registry, store=self.store)
+        self._handler = Handler(
+            api=self.api,
+            audit=self.audit,
+            watch=WatchSettings(bookmark_interval=bookmark_interval, default_timeout=watch_timeout),
+            address=lambda: f"{self.host}:{self.port}",
+        )
+        self._runner: web.AppRunner | None = None
+        self._bootstrap()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _bootstrap(self) -> None:
+        ns_type = self.registry.get(builtins.NAMESPACE_KEY)
+        assert ns_type is not None
+        target = Target(ns_type, ns_type.preferred)
+        for name in INITIAL_NAMESPACES:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            self.api.create(target, body, WriteOptions(field_manager="kube-apiserver"))
+
+    def compact(self) -> int:
+        """Forget the watch history up to now (watches from older versions get 410 Gone).
+
+        Call it from the server's loop, or through ``POST /debug/compact`` from elsewhere.
+        """
+        rv = self.store.resource_version
+        self.hub.compact(rv)
+        return rv
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handler)
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        logger.info("devcluster API server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        self.hub.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @classmethod
+    def start_in_thread(cls, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> ServerHandle:
+        """Run a server on its own event loop in a daemon thread; returns once it listens."""
+        return ServerHandle(cls(host, port, **kwargs))
+
+
+class ServerHandle:
+    """A server running in a background thread: ``url``, ``server``, ``audit``, ``stop()``."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mmop-apiserver", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"the API server did not start: {self._error}") from self._error
+        if not self._started.is_set():
+            raise RuntimeError("the API server did not start within 30 seconds")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.server.stop())
+        pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.server.audit
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's loop (e.g. ``handle.call(handle.server.compact)``)."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(30)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def write_kubeconfig(
+    path: str | Path, url: str, namespace: str = "default", *, name: str = "mmop-dev"
+) -> Path:
+    """Write a kubeconfig for ``url`` (kubectl, helm, kopf and the kubernetes client read it)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": url}}],
+        "users": [{"name": name, "user": {"token": "mmop-dev"}}],
+        "contexts": [
+            {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}
+        ],
+        "current-context": name,
+        "preferences": {},
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    target.chmod(0o600)
+    return target
