@@ -4,9 +4,11 @@ accept, for ``mmop dev`` and the tests.
 Public API (everything else is internal):
 
 * ``ApiServer(host="127.0.0.1", port=0, *, watch_history=10_000, bookmark_interval=10.0,
-  watch_timeout=1800.0)``: ``async with ApiServer() as server: server.url``;
-  ``server.audit`` (the write audit trail), ``server.compact()`` (forget the watch history:
-  watches from older resourceVersions get 410 Gone).
+  watch_timeout=1800.0)``: ``async with ApiServer() as server: server.url`` (or
+  ``await server.start()`` ... ``await server.stop()``);
+  ``server.audit`` (the write audit trail), ``server.compact()`` (forget the watch history
+  and end open watches: watches from older resourceVersions get 410 Gone),
+  ``server.internal_errors`` (requests answered with 500: bugs).
 * ``ApiServer.start_in_thread(**same) -> ServerHandle``: ``handle.url``, ``handle.audit``,
   ``handle.server``, ``handle.call(fn, *args)`` (run on the server's loop), ``handle.stop()``;
   also a context manager.

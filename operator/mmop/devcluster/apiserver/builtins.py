@@ -1,4 +1,4 @@
-"""The built-in resource types (core, apps, batch, ...) and the defaults the real API server fills in.
+"""The built-in resource types (core, apps, batch, ...) and the defaults a real server fills in.
 
 Defaults are the subset that clients read back (``kubectl rollout status`` needs
 ``spec.replicas``; helm's readiness checks need a Service's ``clusterIP``; diffs look like a

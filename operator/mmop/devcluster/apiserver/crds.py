@@ -21,7 +21,10 @@ _AGE = PrinterColumn(
     name="Age",
     type="date",
     json_path=".metadata.creationTimestamp",
-    description="CreationTimestamp is a timestamp representing the server time when this object was created.",
+    description=(
+        "CreationTimestamp is a timestamp representing the server time "
+        "when this object was created."
+    ),
 )
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

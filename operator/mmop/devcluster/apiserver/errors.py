@@ -1,4 +1,6 @@
-"""API errors as Kubernetes ``Status`` objects: one exception type, raised anywhere, rendered once."""
+"""API errors as Kubernetes ``Status`` objects: one exception type, raised anywhere,
+rendered once.
+"""
 
 from __future__ import annotations
 
@@ -85,9 +87,9 @@ def already_exists(rtype: resources.ResourceType, name: str) -> StatusError:
 
 
 def conflict(rtype: resources.ResourceType, name: str, why: str | None = None) -> StatusError:
-    why = (
-        why
-        or "the object has been modified; please apply your changes to the latest version and try again"
+    why = why or (
+        "the object has been modified; "
+        "please apply your changes to the latest version and try again"
     )
     return StatusError(
         409,
@@ -98,9 +100,14 @@ def conflict(rtype: resources.ResourceType, name: str, why: str | None = None) -
 
 
 def invalid(
-    rtype: resources.ResourceType, kind: str, name: str, causes: list[dict[str, str]]
+    rtype: resources.ResourceType,
+    name: str,
+    causes: list[dict[str, str]],
+    *,
+    kind: str | None = None,
 ) -> StatusError:
     """422 Invalid, with ``causes`` like ``{"reason", "message", "field"}`` (real server shape)."""
+    kind = kind or rtype.kind
     texts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     group_kind = f"{kind}.{rtype.group}" if rtype.group else kind
@@ -135,5 +142,32 @@ def method_not_allowed(
 def unsupported_media_type(content_type: str) -> StatusError:
     return StatusError(
         415,
-        f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})",
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf "
+        f"(got {content_type})",
+    )
+
+
+def namespace_mismatch() -> StatusError:
+    return bad_request(
+        "the namespace of the provided object does not match the namespace sent on the request"
+    )
+
+
+def name_mismatch(body_name: str, url_name: str | None) -> StatusError:
+    return bad_request(
+        f"the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+    )
+
+
+def namespace_terminating(namespace: str) -> StatusError:
+    return forbidden(
+        f"unable to create new content in namespace {namespace} because it is being terminated"
+    )
+
+
+def apply_needs_field_manager() -> StatusError:
+    return unprocessable(
+        "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
+        "is required for apply patch"
     )

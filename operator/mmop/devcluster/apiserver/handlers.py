@@ -112,20 +112,21 @@ class Handler:
         self.watch_settings = watch
         self.address = address
         self._openapi_cache: dict[tuple[int, str], tuple[JsonDict, str]] = {}
-        self._streams: set[asyncio.Task[Any]] = set()
+        self.internal_errors: list[str] = []  # 500s: bugs; tests assert there are none
 
     # --- entry point ------------------------------------------------------------------------
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._dispatch(request)
         except errors.StatusError as exc:
             if request.method in _WRITE_VERBS:
-                self._record(request, None, exc.code, None)
+                self._record(request, None, code=exc.code, name=None)
             return _error(exc)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:
             logger.exception("devcluster apiserver: %s %s failed", request.method, request.path_qs)
+            self.internal_errors.append(f"{request.method} {request.path_qs}: {exc!r}")
             return _error(errors.StatusError(500, f"internal error: {exc!r}"))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -401,7 +402,8 @@ class Handler:
         validation = query.get("fieldValidation") or "Warn"
         if validation not in FIELD_VALIDATION:
             raise errors.bad_request(
-                f"fieldValidation: Unsupported value: {validation!r}: supported values: Strict, Warn, Ignore"
+                f"fieldValidation: Unsupported value: {validation!r}: "
+                "supported values: Strict, Warn, Ignore"
             )
         manager = query.get("fieldManager")
         if not manager:
@@ -432,7 +434,9 @@ class Handler:
             content_type = request.content_type
             if content_type not in patching.PATCH_TYPES:
                 raise errors.unsupported_media_type(content_type)
-            outcome = self.api.patch(target, body, content_type, options)
+            if content_type == patching.APPLY and not request.query.get("fieldManager"):
+                raise errors.apply_needs_field_manager()
+            outcome = self.api.patch(target, body, content_type=content_type, options=options)
         else:
             delete = self._delete_options(request, body)
             if target.name is None:
@@ -440,10 +444,10 @@ class Handler:
                 listing = self.api.delete_collection(
                     target, labels=labels, fields=fields, options=delete, write=options
                 )
-                self._record(request, target, 200, None)
+                self._record(request, target, code=200, name=None)
                 return json_response(listing)
             outcome = self.api.delete(target, delete, options)
-        self._record(request, target, outcome.code, name)
+        self._record(request, target, code=outcome.code, name=name)
         return json_response(outcome.obj, status=outcome.code, warnings=outcome.warnings)
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
@@ -460,7 +464,7 @@ class Handler:
         )
 
     def _record(
-        self, request: web.Request, target: Target | None, code: int, name: str | None
+        self, request: web.Request, target: Target | None, *, code: int, name: str | None
     ) -> None:
         method = request.method
         verb = _WRITE_VERBS.get(method, method.lower())

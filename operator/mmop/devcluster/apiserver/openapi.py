@@ -87,17 +87,17 @@ def kind_schema(rtype: ResourceType, info: VersionInfo, *, ref_prefix: str) -> J
     else:
         out = {
             "type": "object",
-            "description": f"{rtype.kind} (the devcluster API server publishes no schema for built-in kinds).",
+            "description": f"{rtype.kind} (no published schema: a built-in kind).",
             "properties": {"spec": {"type": "object"}, "status": {"type": "object"}},
         }
     props = out.setdefault("properties", {})
     props["apiVersion"] = {
         "type": "string",
-        "description": "APIVersion defines the versioned schema of this representation of an object.",
+        "description": "The versioned schema of this representation of an object.",
     }
     props["kind"] = {
         "type": "string",
-        "description": "Kind is a string value representing the REST resource this object represents.",
+        "description": "The REST resource this object represents.",
     }
     props["metadata"] = {
         "allOf": [{"$ref": ref_prefix + OBJECT_META}],
@@ -114,7 +114,7 @@ _PATCH_PARAMS = [
 
 
 def _operation(
-    rtype: ResourceType, version: str, action: str, ref: str, *, patch: bool = False
+    rtype: ResourceType, version: str, action: str, *, ref: str, patch: bool = False
 ) -> JsonDict:
     op: JsonDict = {
         "operationId": f"{action}{rtype.kind}",
@@ -151,14 +151,14 @@ def _paths(rtype: ResourceType, version: str, ref: str) -> JsonDict:
     item = collection + "/{name}"
     paths = {
         collection: {
-            "get": _operation(rtype, version, "list", ref),
-            "post": _operation(rtype, version, "post", ref),
+            "get": _operation(rtype, version, "list", ref=ref),
+            "post": _operation(rtype, version, "post", ref=ref),
         },
         item: {
-            "get": _operation(rtype, version, "get", ref),
-            "put": _operation(rtype, version, "put", ref),
-            "patch": _operation(rtype, version, "patch", ref, patch=True),
-            "delete": _operation(rtype, version, "delete", ref),
+            "get": _operation(rtype, version, "get", ref=ref),
+            "put": _operation(rtype, version, "put", ref=ref),
+            "patch": _operation(rtype, version, "patch", ref=ref, patch=True),
+            "delete": _operation(rtype, version, "delete", ref=ref),
         },
     }
     return paths

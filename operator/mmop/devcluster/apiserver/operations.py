@@ -17,6 +17,7 @@ from typing import Any
 
 from mmop.devcluster.apiserver import (
     builtins,
+    cel,
     crds,
     errors,
     gc,
@@ -171,9 +172,7 @@ class Api:
             raise errors.method_not_allowed()
         body_ns = meta.get("namespace")
         if body_ns and body_ns != target.namespace:
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise errors.namespace_mismatch()
         meta["namespace"] = target.namespace
 
     def _check_namespace_open(self, namespace: str) -> None:
@@ -181,9 +180,7 @@ class Api:
         if ns is None:
             raise errors.namespace_not_found(namespace)
         if ns["metadata"].get("deletionTimestamp"):
-            raise errors.forbidden(
-                f"unable to create new content in namespace {namespace} because it is being terminated"
-            )
+            raise errors.namespace_terminating(namespace)
 
     def _allocate_ip(self) -> str:
         ip = str(ipaddress.IPv4Address(self._next_ip))
@@ -268,7 +265,6 @@ class Api:
         if not meta.get("name") and not meta.get("generateName"):
             raise errors.invalid(
                 rtype,
-                rtype.kind,
                 "",
                 [
                     {
@@ -286,7 +282,7 @@ class Api:
             meta["generation"] = 1
         if target.status_split:
             obj.pop("status", None)
-        warnings = self._prepare(target, obj, None, options)
+        warnings = self._prepare(target, obj, None, options=options)
         if rtype.key == builtins.CRD_KEY:
             finalizers = meta.setdefault("finalizers", [])
             if crds.CLEANUP_FINALIZER not in finalizers:
@@ -301,7 +297,6 @@ class Api:
         if problem:
             raise errors.invalid(
                 rtype,
-                rtype.kind,
                 str(meta["name"]),
                 [
                     {
@@ -348,7 +343,7 @@ class Api:
 
     # --- the write pipeline -----------------------------------------------------------------
     def _prepare(
-        self, target: Target, obj: JsonDict, old: JsonDict | None, options: WriteOptions
+        self, target: Target, obj: JsonDict, old: JsonDict | None, *, options: WriteOptions
     ) -> list[str]:
         """Defaults, type-specific rules and schema validation; returns warnings."""
         rtype = target.rtype
@@ -364,15 +359,12 @@ class Api:
         if rtype.key == builtins.CRD_KEY:
             causes = crds.problems(obj)
             if causes:
-                raise errors.invalid(
-                    rtype, rtype.kind, str(obj["metadata"].get("name", "")), causes
-                )
+                raise errors.invalid(rtype, str(obj["metadata"].get("name", "")), causes)
             if old is not None:
                 for path in (("spec", "group"), ("spec", "names", "plural")):
                     if get_path(obj, path) != get_path(old, path):
                         raise errors.invalid(
                             rtype,
-                            rtype.kind,
                             str(obj["metadata"]["name"]),
                             [
                                 {
@@ -397,10 +389,10 @@ class Api:
                 warnings += [f'unknown field "{u}"' for u in unknown]
             schema.apply_defaults(obj, version_schema)
             causes = schema.validate(obj, version_schema)
+            if not causes:  # as for real: the rules run on structurally valid objects only
+                causes = cel.causes(obj, version_schema, old=old if old is not None else cel.NO_OLD)
             if causes:
-                raise errors.invalid(
-                    rtype, rtype.kind, str(obj["metadata"].get("name", "")), causes
-                )
+                raise errors.invalid(rtype, str(obj["metadata"].get("name", "")), causes)
         return warnings
 
     def _content_changed(self, old: JsonDict, new: JsonDict, target: Target) -> bool:
@@ -417,8 +409,8 @@ class Api:
         target: Target,
         old: JsonDict,
         candidate: JsonDict,
-        options: WriteOptions,
         *,
+        options: WriteOptions,
         managed: list[JsonDict] | None = None,
         managed_subresource: str | None = None,
     ) -> Outcome:
@@ -450,17 +442,17 @@ class Api:
                 if added:
                     raise errors.invalid(
                         rtype,
-                        rtype.kind,
                         str(old_meta["name"]),
                         [
                             {
                                 "reason": "FieldValueForbidden",
                                 "field": "metadata.finalizers",
-                                "message": "Forbidden: no new finalizers can be added if the object is being deleted",
+                                "message": "Forbidden: no new finalizers can be added "
+                                "if the object is being deleted",
                             }
                         ],
                     )
-        warnings = self._prepare(target, new, old, options)
+        warnings = self._prepare(target, new, old, options=options)
         meta = new["metadata"]
         if target.rtype.generation and self._content_changed(old, new, target):
             meta["generation"] = int(old_meta.get("generation") or 0) + 1
@@ -510,31 +502,29 @@ class Api:
     def update(self, target: Target, body: Any, options: WriteOptions) -> Outcome:
         old = self.existing(target)
         if target.subresource == "scale":
-            return self._write_scale(target, old, body, options)
+            return self._write_scale(target, old, body, options=options)
         if target.subresource not in (None, "status"):
             raise errors.path_not_found()
         self._check_type(body, target)
         meta = body.get("metadata") or {}
         if meta.get("name") and meta["name"] != target.name:
-            raise errors.bad_request(
-                f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
-            )
+            raise errors.name_mismatch(meta["name"], target.name)
         if (
             meta.get("namespace")
             and target.rtype.namespaced
             and meta["namespace"] != target.namespace
         ):
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise errors.namespace_mismatch()
         self._check_precondition(target, old, meta.get("resourceVersion"))
-        return self._commit(target, old, deep_copy(body), options)
+        return self._commit(target, old, deep_copy(body), options=options)
 
     def _check_precondition(self, target: Target, old: JsonDict, rv: Any) -> None:
         if rv and str(rv) != old["metadata"].get("resourceVersion"):
             raise errors.conflict(target.rtype, str(target.name))
 
-    def patch(self, target: Target, body: Any, content_type: str, options: WriteOptions) -> Outcome:
+    def patch(
+        self, target: Target, body: Any, *, content_type: str, options: WriteOptions
+    ) -> Outcome:
         if content_type == patching.APPLY:
             return self.apply(target, body, options)
         old = self.existing(target)
@@ -544,7 +534,7 @@ class Api:
             patched = patching.apply_patch(
                 scale, body, content_type=content_type, node=rtype.type_root, builtin=True
             )
-            return self._write_scale(target, old, patched, options)
+            return self._write_scale(target, old, patched, options=options)
         if target.subresource not in (None, "status"):
             raise errors.path_not_found()
         patched = patching.apply_patch(
@@ -559,7 +549,7 @@ class Api:
         self._check_precondition(
             target, old, (patched.get("metadata") or {}).get("resourceVersion")
         )
-        return self._commit(target, old, patched, options)
+        return self._commit(target, old, patched, options=options)
 
     def apply(self, target: Target, body: Any, options: WriteOptions) -> Outcome:
         rtype = target.rtype
@@ -570,17 +560,13 @@ class Api:
                 415, f"apply is not supported on the {target.subresource} subresource"
             )
         if not options.field_manager or options.field_manager == "unknown":
-            raise errors.unprocessable(
-                "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: is required for apply patch"
-            )
+            raise errors.apply_needs_field_manager()
         self._check_type(body, target)
         if not body.get("apiVersion") or not body.get("kind"):
             raise errors.bad_request("apiVersion and kind must be set in an apply configuration")
         meta = body.get("metadata") or {}
         if meta.get("name") and meta["name"] != target.name:
-            raise errors.bad_request(
-                f"the name of the object ({meta['name']}) does not match the name on the URL ({target.name})"
-            )
+            raise errors.name_mismatch(meta["name"], target.name)
         old = self.store.get(rtype.key, self._ns_key(target), target.name or "")
         node = rtype.type_node(target.version)
         if old is None:
@@ -593,25 +579,27 @@ class Api:
             }
             if rtype.namespaced:
                 skeleton["metadata"]["namespace"] = target.namespace
-            merged = self._apply_merge(target, skeleton, body, options, node, subresource=None)
+            merged = self._apply_merge(
+                target, skeleton, body, options=options, node=node, subresource=None
+            )
             managed = merged["metadata"].pop("managedFields")
             return self.create(target, merged, options, managed=managed)
         self._check_precondition(target, old, meta.get("resourceVersion"))
         live = deep_copy(self.view(old, target))
         merged = self._apply_merge(
-            target, live, body, options, node, subresource=target.subresource
+            target, live, body, options=options, node=node, subresource=target.subresource
         )
         managed = merged["metadata"].get("managedFields")
-        return self._commit(target, old, merged, options, managed=managed)
+        return self._commit(target, old, merged, options=options, managed=managed)
 
     def _apply_merge(
         self,
         target: Target,
         live: JsonDict,
         applied: JsonDict,
+        *,
         options: WriteOptions,
         node: Any,
-        *,
         subresource: str | None,
     ) -> JsonDict:
         try:
@@ -674,7 +662,7 @@ class Api:
         }
 
     def _write_scale(
-        self, target: Target, old: JsonDict, body: Any, options: WriteOptions
+        self, target: Target, old: JsonDict, body: Any, *, options: WriteOptions
     ) -> Outcome:
         scale = target.version.scale
         if scale is None:
@@ -685,21 +673,22 @@ class Api:
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise errors.invalid(
                 target.rtype,
-                "Scale",
                 str(target.name),
                 [
                     {
                         "reason": "FieldValueInvalid",
                         "field": "spec.replicas",
-                        "message": f"Invalid value: {json.dumps(replicas)}: must be a non-negative integer",
+                        "message": f"Invalid value: {json.dumps(replicas)}: "
+                        "must be a non-negative integer",
                     }
                 ],
+                kind="Scale",
             )
         self._check_precondition(target, old, get_path(body, ("metadata", "resourceVersion")))
         new = deep_copy(self.view(old, target))
         set_path(new, dotted(scale.spec_replicas_path), replicas)
         main = replace(target, subresource=None)
-        outcome = self._commit(main, old, new, options, managed_subresource="scale")
+        outcome = self._commit(main, old, new, options=options, managed_subresource="scale")
         outcome.obj = self._scale_view(target, outcome.obj)
         return outcome
 
@@ -713,7 +702,8 @@ class Api:
             raise errors.conflict(
                 target.rtype,
                 str(target.name),
-                f"Precondition failed: UID in precondition: {options.precondition_uid}, UID in object meta: {meta.get('uid')}",
+                f"Precondition failed: UID in precondition: {options.precondition_uid}, "
+                f"UID in object meta: {meta.get('uid')}",
             )
         if options.precondition_rv and options.precondition_rv != meta.get("resourceVersion"):
             raise errors.conflict(

@@ -7,7 +7,6 @@ metadata restrictions; see docs/devcluster-apiserver.md.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -26,11 +25,11 @@ _DROP_KEYS = ("format", "nullable", "default", "description", "example", "extern
 def prune(obj: Any, schema: JsonDict, *, root: bool = True, path: str = "") -> list[str]:
     """Remove fields the schema does not declare (in place); return their paths."""
     unknown: list[str] = []
-    _prune(obj, schema, root, path, unknown)
+    _prune(obj, schema, root=root, path=path, unknown=unknown)
     return unknown
 
 
-def _prune(obj: Any, schema: JsonDict, root: bool, path: str, unknown: list[str]) -> None:
+def _prune(obj: Any, schema: JsonDict, *, root: bool, path: str, unknown: list[str]) -> None:
     if isinstance(obj, dict):
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
         embedded = bool(schema.get("x-kubernetes-embedded-resource"))
@@ -44,9 +43,9 @@ def _prune(obj: Any, schema: JsonDict, root: bool, path: str, unknown: list[str]
                 if obj[key] is None and not props[key].get("nullable"):
                     del obj[key]  # non-nullable nulls are dropped (then defaulted), as for real
                     continue
-                _prune(obj[key], props[key], False, sub, unknown)
+                _prune(obj[key], props[key], root=False, path=sub, unknown=unknown)
             elif isinstance(extra, dict):
-                _prune(obj[key], extra, False, sub, unknown)
+                _prune(obj[key], extra, root=False, path=sub, unknown=unknown)
             elif extra is True or preserve or schema.get("x-kubernetes-int-or-string"):
                 continue
             else:
@@ -56,7 +55,7 @@ def _prune(obj: Any, schema: JsonDict, root: bool, path: str, unknown: list[str]
         items = schema.get("items")
         if isinstance(items, dict):
             for i, item in enumerate(obj):
-                _prune(item, items, False, f"{path}[{i}]", unknown)
+                _prune(item, items, root=False, path=f"{path}[{i}]", unknown=unknown)
 
 
 def apply_defaults(obj: Any, schema: JsonDict) -> None:
@@ -114,13 +113,18 @@ def to_json_schema(schema: Any, *, root: bool = True) -> Any:
     return out
 
 
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> jsonschema.Draft4Validator:
-    return jsonschema.Draft4Validator(to_json_schema(json.loads(schema_json)))
+_VALIDATORS: dict[int, tuple[JsonDict, jsonschema.Draft4Validator]] = {}
 
 
 def validator_for(schema: JsonDict) -> jsonschema.Draft4Validator:
-    return _validator(json.dumps(schema, sort_keys=True))
+    """A compiled validator, cached per schema object (CRD versions keep theirs until replaced)."""
+    found = _VALIDATORS.get(id(schema))
+    if found is None or found[0] is not schema:
+        if len(_VALIDATORS) > 512:
+            _VALIDATORS.clear()
+        found = (schema, jsonschema.Draft4Validator(to_json_schema(schema)))
+        _VALIDATORS[id(schema)] = found
+    return found[1]
 
 
 def _field(path: Any) -> str:

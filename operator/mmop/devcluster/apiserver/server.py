@@ -63,6 +63,11 @@ class ApiServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def internal_errors(self) -> list[str]:
+        """Requests that failed with 500 (server bugs), as "METHOD PATH: error"."""
+        return list(self._handler.internal_errors)
+
     def _bootstrap(self) -> None:
         ns_type = self.registry.get(builtins.NAMESPACE_KEY)
         assert ns_type is not None
@@ -82,7 +87,7 @@ class ApiServer:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handler)
+        app.router.add_route("*", "/{tail:.*}", self._handler.handle)
         self._runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
         )
@@ -141,6 +146,7 @@ class ServerHandle:
             self._loop.run_until_complete(self.server.start())
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
+            self._loop.close()
             self._started.set()
             return
         self._started.set()

@@ -112,7 +112,7 @@ class Subscription:
         self._wake.set()
 
     async def next_batch(self, wait: float) -> list[tuple[str, WatchEvent]]:
-        """Pending events, waiting up to ``wait`` seconds for one; empty on timeout or when closed."""
+        """Pending events, waiting up to ``wait`` seconds for one (none: timeout or closed)."""
         if not self.pending and not self.closed:
             self._wake.clear()
             try:
