@@ -19,6 +19,11 @@ async def operator_startup(**kwargs: Any) -> None:
     await lifecycle.handle_startup(**kwargs)
 
 
+@kopf.on.login(id="mmop_login")
+def operator_login(**_: Any) -> kopf.ConnectionInfo:
+    return lifecycle.handle_login()
+
+
 @kopf.on.cleanup(id="mmop_cleanup")
 async def operator_cleanup(**kwargs: Any) -> None:
     await lifecycle.handle_cleanup(**kwargs)

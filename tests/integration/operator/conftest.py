@@ -12,10 +12,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
 from mmop.operator import crd, kube
@@ -90,11 +92,12 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file: IO[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        log = self.log_file = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {
             **os.environ,
             "MMOP_OPERATOR_HEALTH_PORT": str(free_port()),
@@ -120,6 +123,20 @@ class OperatorProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the operator's own /metrics (0 when absent)."""
+        text = httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
 
     def log(self) -> str:
         return "\n".join(

@@ -37,6 +37,20 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.batching.error_delays = (1, 2, 5, 10, 20, 30)
 
 
+def handle_login() -> kopf.ConnectionInfo:
+    """kopf authenticates with the same credentials as our client (one loader for both)."""
+    conn = kube.Connection.auto(os.environ.get("KUBECONFIG") or None)
+    return kopf.ConnectionInfo(
+        server=conn.server,
+        token=conn.token,
+        ca_path=conn.ca_file,
+        certificate_path=conn.cert_file,
+        private_key_path=conn.key_file,
+        insecure=not conn.verify,
+        default_namespace=None,
+    )
+
+
 async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = OperatorSettings()
     configure_kopf(settings, ours)
