@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mmop.devcluster import crdvalidation
 from mmop.operator import crd, models
+
+from .conftest import CrdCheck
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -67,9 +68,9 @@ def test_schema_is_structural_and_documented() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_examples_are_valid(example: Path) -> None:
+def test_examples_are_valid(example: Path, crd_check: CrdCheck) -> None:
     schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for doc in yaml.safe_load_all(example.read_text()):
-        _, problems = crdvalidation.validate(schema, doc)
+        _, problems = crd_check(schema, doc)
         assert problems == []
         models.parse_model(doc)

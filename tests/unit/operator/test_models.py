@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from mmop.devcluster import crdvalidation
 from mmop.operator import models
+
+from .conftest import CrdCheck
 
 Doc = dict[str, Any]
 
@@ -188,19 +189,25 @@ def test_models_reject_and_name_the_field(
     ids=[i for i, _, _, c in INVALID if c is not None],
 )
 def test_crd_schema_rejects_and_names_the_field(
-    clip_doc: Doc, crd_schema: dict[str, Any], mutate: Callable[[Doc], None], crd_field: str
+    clip_doc: Doc,
+    crd_schema: dict[str, Any],
+    mutate: Callable[[Doc], None],
+    crd_field: str,
+    crd_check: CrdCheck,
 ) -> None:
     doc = copy.deepcopy(clip_doc)
     doc["metadata"]["name"] = "clip-with-a-rather-long-name-for-tests"
     mutate(doc)
-    _, problems = crdvalidation.validate(crd_schema, doc)
+    _, problems = crd_check(crd_schema, doc)
     assert problems, "the CRD schema accepted an invalid object"
     assert any(p.path.startswith(crd_field) for p in problems), problems
 
 
-def test_valid_example_passes_both(clip_doc: Doc, crd_schema: dict[str, Any]) -> None:
+def test_valid_example_passes_both(
+    clip_doc: Doc, crd_schema: dict[str, Any], crd_check: CrdCheck
+) -> None:
     models.parse_model(clip_doc)
-    _, problems = crdvalidation.validate(crd_schema, clip_doc)
+    _, problems = crd_check(crd_schema, clip_doc)
     assert problems == []
 
 
@@ -235,7 +242,7 @@ def test_defaults_match_the_design() -> None:
     assert spec.autoscaling is None
 
 
-def test_crd_defaults_equal_model_defaults(crd_schema: dict[str, Any]) -> None:
+def test_crd_defaults_equal_model_defaults(crd_schema: dict[str, Any], crd_check: CrdCheck) -> None:
     minimal = {
         "apiVersion": models.API_VERSION,
         "kind": models.KIND,
@@ -246,7 +253,7 @@ def test_crd_defaults_equal_model_defaults(crd_schema: dict[str, Any]) -> None:
             "autoscaling": {},
         },
     }
-    defaulted, problems = crdvalidation.validate(crd_schema, minimal)
+    defaulted, problems = crd_check(crd_schema, minimal)
     assert problems == []
     from_models = models.parse_spec(minimal["spec"]).wire()
     assert defaulted["spec"] == from_models

@@ -23,7 +23,7 @@ from mmop.devcluster.apiserver import (
     gc,
     managedfields,
     patching,
-    schema,
+    validation,
 )
 from mmop.devcluster.apiserver.objects import (
     deep_copy,
@@ -378,7 +378,9 @@ class Api:
                 obj["status"] = crds.accepted_status(obj, (old or {}).get("status"))
         version_schema = target.version.schema
         if version_schema is not None:
-            unknown = schema.prune(obj, version_schema)
+            unknown, causes = validation.check_custom_object(
+                obj, version_schema, old=old if old is not None else cel.NO_OLD
+            )
             if unknown and options.field_validation == "Strict":
                 fields = ", ".join(f'unknown field "{u}"' for u in unknown)
                 raise errors.bad_request(
@@ -387,10 +389,6 @@ class Api:
                 )
             if options.field_validation == "Warn":
                 warnings += [f'unknown field "{u}"' for u in unknown]
-            schema.apply_defaults(obj, version_schema)
-            causes = schema.validate(obj, version_schema)
-            if not causes:  # as for real: the rules run on structurally valid objects only
-                causes = cel.causes(obj, version_schema, old=old if old is not None else cel.NO_OLD)
             if causes:
                 raise errors.invalid(rtype, str(obj["metadata"].get("name", "")), causes)
         return warnings

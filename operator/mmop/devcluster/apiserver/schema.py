@@ -225,3 +225,33 @@ def validate(obj: JsonDict, schema: JsonDict) -> list[dict[str, str]]:
     for error in errors:
         causes += _cause(error)
     return causes
+
+
+def duplicates(obj: Any, schema: JsonDict, *, path: str = "") -> list[dict[str, str]]:
+    """Causes for repeated items in lists declared ``x-kubernetes-list-type: set`` or ``map``
+    (by ``x-kubernetes-list-map-keys``), as the real server reports them."""
+    causes: list[dict[str, str]] = []
+    if isinstance(obj, list):
+        kind = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        items = schema.get("items")
+        seen: list[Any] = []
+        for i, item in enumerate(obj):
+            by_keys = kind == "map" and isinstance(item, dict)
+            ident = [item.get(k) for k in keys] if by_keys else item
+            if kind in ("set", "map") and ident in seen:
+                causes.append(
+                    {
+                        "reason": "FieldValueDuplicate",
+                        "field": f"{path}[{i}]",
+                        "message": f"Duplicate value: {_show(ident)}",
+                    }
+                )
+            seen.append(ident)
+            if isinstance(items, dict):
+                causes += duplicates(item, items, path=f"{path}[{i}]")
+    elif isinstance(obj, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in obj and isinstance(sub, dict):
+                causes += duplicates(obj[key], sub, path=f"{path}.{key}" if path else key)
+    return causes

@@ -12,11 +12,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mmop.devcluster import crdvalidation
 from mmop.operator import models
 from mmop.operator.builders.children import build_children
 from mmop.operator.settings import BuildOptions
 
+from ..conftest import crd_problems
 from .conftest import WithCanary
 
 K8S_VERSION = "1.35.0"
@@ -41,7 +41,7 @@ def route_schemas(shared_schemas: Path) -> dict[tuple[str, str], dict[str, Any]]
 def _check(obj: dict[str, Any], route_schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
     if obj["kind"] in ROUTE_KINDS:
         schema = route_schemas[(obj["apiVersion"], obj["kind"])]
-        _, problems = crdvalidation.validate(schema, obj)
+        _, problems = crd_problems(schema, obj)
         assert problems == [], f"{obj['kind']} {obj['metadata']['name']}: {problems}"
     else:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)

@@ -1,0 +1,24 @@
+"""A custom object against its CRD version's schema, in the real server's order: prune unknown
+fields, apply defaults, structural validation and list types, then the CEL rules (only on a
+structurally valid object). Used by the server's write path and by tests of our own CRD."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmop.devcluster.apiserver import cel, schema
+
+JsonDict = dict[str, Any]
+
+
+def check_custom_object(
+    obj: JsonDict, version_schema: JsonDict, *, old: Any = cel.NO_OLD
+) -> tuple[list[str], list[dict[str, str]]]:
+    """(unknown fields pruned from ``obj``, 422 causes). ``obj`` is pruned and defaulted in
+    place."""
+    unknown = schema.prune(obj, version_schema)
+    schema.apply_defaults(obj, version_schema)
+    causes = schema.validate(obj, version_schema) + schema.duplicates(obj, version_schema)
+    if not causes:
+        causes = cel.causes(obj, version_schema, old=old)
+    return unknown, causes

@@ -1,0 +1,344 @@
+"""Batch forming (pure) and the batch worker with a fake model: no server, no torch model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from mmop.runtime.batching import (
+    BatchConfig,
+    Batcher,
+    batch_wait,
+    collate,
+    split_halves,
+)
+from mmop.runtime.errors import InferenceFailed, NotReady, QueueTimeout
+
+
+@dataclass
+class Waiting:
+    admitted_at: float
+    cancelled: bool = False
+    name: str = ""
+
+
+class TestBatchWait:
+    def test_full_batch_dispatches_at_once(self) -> None:
+        assert batch_wait(
+            waiting=4, oldest_enqueued_at=10.0, now=10.0, max_batch_size=4, max_delay=0.5
+        ) == 0.0
+
+    def test_partial_batch_waits_for_the_rest_of_the_delay(self) -> None:
+        wait = batch_wait(
+            waiting=1, oldest_enqueued_at=10.0, now=10.2, max_batch_size=4, max_delay=0.5
+        )
+        assert wait == pytest.approx(0.3)
+
+    def test_delay_counts_from_the_oldest_sample(self) -> None:
+        assert batch_wait(
+            waiting=2, oldest_enqueued_at=10.0, now=11.0, max_batch_size=4, max_delay=0.5
+        ) == 0.0
+
+    def test_zero_delay_never_waits(self) -> None:
+        assert batch_wait(
+            waiting=1, oldest_enqueued_at=10.0, now=10.0, max_batch_size=8, max_delay=0.0
+        ) == 0.0
+
+    def test_nothing_waiting_is_an_error(self) -> None:
+        with pytest.raises(ValueError, match="nothing"):
+            batch_wait(waiting=0, oldest_enqueued_at=0, now=0, max_batch_size=1, max_delay=0)
+
+
+class TestCollate:
+    def test_takes_at_most_max_batch_size_in_arrival_order(self) -> None:
+        queue = [Waiting(1.0, name=str(i)) for i in range(5)]
+        result = collate(queue, max_batch_size=3, now=2.0, queue_timeout=30)
+        assert [w.name for w in result.batch] == ["0", "1", "2"]
+        assert result.expired == []
+        assert result.consumed == 3
+
+    def test_drops_cancelled_without_counting_them_in_the_batch(self) -> None:
+        queue = [Waiting(1.0, name="a"), Waiting(1.0, True, "gone"), Waiting(1.0, name="b")]
+        result = collate(queue, max_batch_size=2, now=2.0, queue_timeout=30)
+        assert [w.name for w in result.batch] == ["a", "b"]
+        assert result.consumed == 3
+
+    def test_sets_expired_aside(self) -> None:
+        queue = [Waiting(0.0, name="old"), Waiting(9.0, name="new")]
+        result = collate(queue, max_batch_size=8, now=10.0, queue_timeout=5.0)
+        assert [w.name for w in result.expired] == ["old"]
+        assert [w.name for w in result.batch] == ["new"]
+        assert result.consumed == 2
+
+    def test_expired_do_not_take_batch_slots(self) -> None:
+        queue = [Waiting(0.0, name="old"), Waiting(9.0, name="a"), Waiting(9.0, name="b")]
+        result = collate(queue, max_batch_size=1, now=10.0, queue_timeout=5.0)
+        assert [w.name for w in result.batch] == ["a"]
+        assert [w.name for w in result.expired] == ["old"]
+        assert result.consumed == 2
+
+    def test_empty_queue(self) -> None:
+        result = collate([], max_batch_size=4, now=0.0, queue_timeout=1.0)
+        assert (result.batch, result.expired, result.consumed) == ([], [], 0)
+
+    def test_rejects_a_zero_batch_size(self) -> None:
+        with pytest.raises(ValueError, match="max_batch_size"):
+            collate([], max_batch_size=0, now=0.0, queue_timeout=1.0)
+
+
+def test_split_halves() -> None:
+    assert split_halves([1, 2, 3, 4, 5]) == ([1, 2], [3, 4, 5])
+    assert split_halves([1]) == ([], [1])
+
+
+def test_batch_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchConfig(max_batch_size=0, max_delay=0.0, queue_timeout=1.0)
+    with pytest.raises(ValueError, match="queue_timeout"):
+        BatchConfig(max_batch_size=1, max_delay=0.0, queue_timeout=0.0)
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A fake model: doubles numbers, remembers batch sizes, can fail on demand."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.observed: list[int] = []
+        self.waits: list[float] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def forward(self, samples: list[int]) -> list[int]:
+        self.gate.wait()
+        self.batches.append(list(samples))
+        if -1 in samples:
+            raise ValueError("poison")
+        return [2 * s for s in samples]
+
+    def observe_batch(self, *, size: int, seconds: float) -> None:
+        self.observed.append(size)
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _batcher(recorder: Recorder, **overrides: float) -> Batcher:
+    config = BatchConfig(
+        max_batch_size=int(overrides.get("max_batch_size", 4)),
+        max_delay=overrides.get("max_delay", 0.05),
+        queue_timeout=overrides.get("queue_timeout", 10.0),
+        stuck_after=overrides.get("stuck_after", 60.0),
+    )
+    return Batcher(recorder.forward, config=config, observer=recorder)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+async def test_results_come_back_to_their_own_requests(recorder: Recorder) -> None:
+    batcher = _batcher(recorder)
+    batcher.start()
+    try:
+        now = time.monotonic()
+        results = await asyncio.gather(
+            *(batcher.submit([i, i + 100], admitted_at=now) for i in range(6))
+        )
+    finally:
+        batcher.stop()
+    assert results == [[2 * i, 2 * (i + 100)] for i in range(6)]
+    assert max(len(b) for b in recorder.batches) <= 4
+    assert recorder.observed == [len(b) for b in recorder.batches]
+    assert len(recorder.waits) == 12
+
+
+async def test_concurrent_requests_share_a_batch(recorder: Recorder) -> None:
+    recorder.gate.clear()  # hold the worker in its first batch while the others queue up
+    batcher = _batcher(recorder, max_batch_size=8, max_delay=0.0)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic())) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        recorder.gate.set()
+        assert await first == [0]
+        assert [await r for r in rest] == [[2 * i] for i in range(1, 6)]
+    finally:
+        batcher.stop()
+    assert recorder.batches[1] == [1, 2, 3, 4, 5]
+
+
+async def test_warmup_runs_first_and_is_not_observed(recorder: Recorder) -> None:
+    batcher = _batcher(recorder)
+    batcher.start(warmup=[7, 8])
+    try:
+        assert batcher.wait_warm(5) == [14, 16]
+        assert recorder.observed == []
+        assert batcher.healthy()
+    finally:
+        batcher.stop()
+
+
+async def test_failed_warmup_is_reported(recorder: Recorder) -> None:
+    batcher = _batcher(recorder)
+    batcher.start(warmup=[-1])
+    with pytest.raises(ValueError, match="poison"):
+        batcher.wait_warm(5)
+    assert not batcher.healthy()
+
+
+async def test_a_poison_sample_fails_only_its_own_request(recorder: Recorder) -> None:
+    recorder.gate.clear()
+    batcher = _batcher(recorder, max_batch_size=8, max_delay=0.0)
+    batcher.start()
+    try:
+        blocker = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        good = asyncio.ensure_future(batcher.submit([1, 2], admitted_at=time.monotonic()))
+        bad = asyncio.ensure_future(batcher.submit([3, -1], admitted_at=time.monotonic()))
+        other = asyncio.ensure_future(batcher.submit([4], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        recorder.gate.set()
+        await blocker
+        assert await good == [2, 4]
+        assert await other == [8]
+        with pytest.raises(InferenceFailed):
+            await bad
+    finally:
+        batcher.stop()
+    assert [1, 2, 3, -1, 4] in recorder.batches  # tried together first, then split
+
+
+async def test_cuda_oom_splits_the_batch_in_halves(recorder: Recorder) -> None:
+    sizes: list[int] = []
+
+    def forward(samples: list[int]) -> list[int]:
+        sizes.append(len(samples))
+        if len(samples) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [s + 1 for s in samples]
+
+    gate = threading.Event()
+
+    def gated(samples: list[int]) -> list[int]:
+        gate.wait()
+        return forward(samples)
+
+    config = BatchConfig(max_batch_size=8, max_delay=0.0, queue_timeout=10.0)
+    batcher = Batcher(gated, config=config)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic())) for i in range(8)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first == [1]
+        assert [await t for t in tasks] == [[i + 1] for i in range(8)]
+    finally:
+        batcher.stop()
+    assert sizes[1:] == [8, 4, 2, 2, 4, 2, 2]
+
+
+async def test_requests_older_than_the_queue_timeout_get_504(recorder: Recorder) -> None:
+    recorder.gate.clear()
+    batcher = _batcher(recorder, max_batch_size=1, max_delay=0.0, queue_timeout=0.2)
+    batcher.start()
+    try:
+        loop = asyncio.get_running_loop()
+        running = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(batcher.submit([2], admitted_at=time.monotonic()))
+        with pytest.raises(QueueTimeout, match="queue"):
+            await waiting
+        recorder.gate.set()
+        assert await running == [2]  # started before its deadline: it finishes
+        assert loop.is_running()
+    finally:
+        recorder.gate.set()
+        batcher.stop()
+    assert [2] not in recorder.batches
+
+
+async def test_stuck_forward_makes_the_batcher_unhealthy(recorder: Recorder) -> None:
+    batcher = _batcher(recorder, stuck_after=0.1)
+    batcher.start()
+    try:
+        batcher.wait_warm(5)
+        assert batcher.healthy()
+        recorder.gate.clear()
+        pending = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.3)
+        assert not batcher.healthy()
+        recorder.gate.set()
+        assert await pending == [2]
+        assert batcher.healthy()
+    finally:
+        recorder.gate.set()
+        batcher.stop()
+
+
+class Fatal(BaseException):
+    pass
+
+
+async def test_a_dead_worker_is_unhealthy_and_fails_its_requests() -> None:
+    def forward(samples: list[int]) -> list[int]:
+        raise Fatal("worker killed")
+
+    batcher = Batcher(forward, config=BatchConfig(max_batch_size=2, max_delay=0.0, queue_timeout=5))
+    batcher.start()
+    batcher.wait_warm(5)
+    with pytest.raises(NotReady):
+        await batcher.submit([1], admitted_at=time.monotonic())
+    await asyncio.sleep(0.05)
+    assert not batcher.healthy()
+    with pytest.raises(NotReady):
+        await batcher.submit([2], admitted_at=time.monotonic())
+
+
+async def test_cancelled_requests_are_skipped(recorder: Recorder) -> None:
+    recorder.gate.clear()
+    batcher = _batcher(recorder, max_batch_size=8, max_delay=0.0)
+    batcher.start()
+    try:
+        blocker = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.05)
+        cancelled = asyncio.ensure_future(batcher.submit([5], admitted_at=time.monotonic()))
+        kept = asyncio.ensure_future(batcher.submit([6], admitted_at=time.monotonic()))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        recorder.gate.set()
+        await blocker
+        assert await kept == [12]
+    finally:
+        batcher.stop()
+    assert all(5 not in batch for batch in recorder.batches)
+
+
+async def test_stop_fails_what_still_waits(recorder: Recorder) -> None:
+    recorder.gate.clear()
+    batcher = _batcher(recorder, max_batch_size=1, max_delay=0.0)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(batcher.submit([2], admitted_at=time.monotonic()))
+    await asyncio.sleep(0.01)
+    stopper = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
+    await asyncio.sleep(0.05)
+    recorder.gate.set()
+    await stopper
+    assert await running == [2]
+    with pytest.raises(NotReady):
+        await waiting

@@ -1,0 +1,105 @@
+"""The HTTP edge without a server: error mapping and the endpoint label of each path."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from mmop.runtime import contract
+from mmop.runtime.errors import (
+    Draining,
+    FaultInjected,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    PayloadTooLarge,
+    QueueFull,
+    QueueTimeout,
+    RuntimeFailure,
+    Unauthorized,
+)
+from mmop.runtime.metrics import Metrics
+from mmop.runtime.server.errors import error_response
+from mmop.runtime.server.middleware import endpoint_of
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidInput("bad"), 400),
+        (Unauthorized("who"), 401),
+        (ModelNotFound("which"), 404),
+        (PayloadTooLarge("big"), 413),
+        (QueueFull("full", retry_after=2), 429),
+        (NotReady("loading"), 503),
+        (Draining("bye"), 503),
+        (QueueTimeout("slow"), 504),
+        (InferenceFailed("oops"), 500),
+        (FaultInjected("on purpose"), 500),
+    ],
+)
+def test_each_error_has_its_status_and_a_json_body(error: RuntimeFailure, status: int) -> None:
+    response = error_response(error)
+    assert response.status_code == status
+    assert orjson.loads(bytes(response.body)) == {"error": error.message}
+    assert response.media_type == "application/json"
+
+
+def test_queue_full_carries_retry_after() -> None:
+    assert error_response(QueueFull("full", retry_after=2)).headers["retry-after"] == "2"
+
+
+def test_unexpected_errors_hide_their_text() -> None:
+    response = error_response(KeyError("secret internals"))
+    assert response.status_code == 500
+    assert orjson.loads(bytes(response.body)) == {"error": "internal error"}
+
+
+def test_rejections_are_counted_by_reason_but_failures_are_not() -> None:
+    metrics = Metrics(model="m")
+    error_response(QueueFull("full"), metrics=metrics)
+    error_response(QueueFull("full"), metrics=metrics)
+    error_response(InferenceFailed("x"), metrics=metrics)
+    text = metrics.render().decode()
+    assert 'mmop_rejected_requests_total{model="m",reason="queue_full"} 2.0' in text
+    assert "inference_failed" not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/v2/models/clip/infer", "infer"),
+        ("/v2/models/clip/versions/v1/infer", "infer"),
+        ("/v1/embeddings", "embeddings"),
+        ("/v2/models/clip", contract.ENDPOINT_METADATA),
+        ("/v2", contract.ENDPOINT_METADATA),
+        ("/v2/health/live", contract.ENDPOINT_HEALTH),
+        ("/v2/health/ready", contract.ENDPOINT_HEALTH),
+        ("/v2/models/clip/ready", contract.ENDPOINT_HEALTH),
+        ("/metrics", None),
+        ("/nope", contract.ENDPOINT_OTHER),
+    ],
+)
+def test_endpoint_labels(path: str, endpoint: str | None) -> None:
+    assert endpoint_of(path) == endpoint
+    assert endpoint is None or endpoint in (*contract.INFER_ENDPOINTS, "metadata", "health", "other")
+
+
+def test_metrics_use_contract_names_in_a_private_registry() -> None:
+    first, second = Metrics(model="a"), Metrics(model="b")
+    first.observe_request(endpoint="infer", code=200, seconds=0.01)
+    text = first.render().decode()
+    assert 'mmop_requests_total{code="200",endpoint="infer",model="a"} 1.0' in text
+    assert 'model="a"' not in second.render().decode()
+    for name in (
+        contract.METRIC_REQUEST_DURATION,
+        contract.METRIC_QUEUE_DEPTH,
+        contract.METRIC_QUEUE_WAIT,
+        contract.METRIC_BATCH_SIZE,
+        contract.METRIC_INFERENCE_DURATION,
+        contract.METRIC_MODEL_LOAD,
+        contract.METRIC_GPU_UTILIZATION,
+        contract.METRIC_GPU_MEMORY_USED,
+    ):
+        assert f"# TYPE {name} " in text

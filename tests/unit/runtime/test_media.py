@@ -1,0 +1,189 @@
+"""Decoding of client media: base64, images with limits, audio with soundfile and resampling."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from mmop.runtime import contract
+from mmop.runtime.errors import InvalidInput
+from mmop.runtime.media import (
+    decode_audio,
+    decode_base64,
+    decode_image,
+    resample,
+    split_data_url,
+)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a size its (tiny) data does not hold: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def image_bytes(size: tuple[int, int], *, fmt: str = "PNG", mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color=128 if mode == "L" else (10, 20, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def audio_bytes(samples: np.ndarray, rate: int, *, fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=fmt)
+    return buffer.getvalue()
+
+
+class TestBase64:
+    def test_plain_and_data_url(self) -> None:
+        encoded = base64.b64encode(b"hello").decode()
+        assert decode_base64(encoded, what="x") == b"hello"
+        assert decode_base64("data:image/png;base64," + encoded, what="x") == b"hello"
+
+    def test_line_breaks_are_allowed(self) -> None:
+        encoded = base64.encodebytes(b"hello world" * 20).decode()
+        assert "\n" in encoded
+        assert decode_base64(encoded, what="x") == b"hello world" * 20
+
+    @pytest.mark.parametrize("value", ["not base64!", "abc", "é"])
+    def test_invalid(self, value: str) -> None:
+        with pytest.raises(InvalidInput, match="image\\[0\\] is not valid base64"):
+            decode_base64(value, what="image[0]")
+
+    def test_empty(self) -> None:
+        with pytest.raises(InvalidInput, match="is empty"):
+            decode_base64("", what="x")
+
+    def test_split_data_url(self) -> None:
+        assert split_data_url("data:image/jpeg;base64,AAAA") == ("image/jpeg", "AAAA")
+        assert split_data_url("AAAA") == (None, "AAAA")
+
+
+class TestImages:
+    @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+    def test_formats_decode_to_rgb(self, fmt: str) -> None:
+        image = decode_image(image_bytes((20, 10), fmt=fmt), what="image[0]", max_pixels=1000)
+        assert image.mode == "RGB"
+        assert image.size == (20, 10)
+
+    def test_greyscale_becomes_rgb(self) -> None:
+        image = decode_image(image_bytes((8, 8), mode="L"), what="i", max_pixels=1000)
+        assert image.mode == "RGB"
+
+    def test_contract_png_decodes(self) -> None:
+        assert decode_image(contract.tiny_png(), what="i", max_pixels=10_000).size == (32, 32)
+
+    def test_not_an_image(self) -> None:
+        with pytest.raises(InvalidInput, match="image\\[1\\] is not an image"):
+            decode_image(b"hello, world", what="image[1]", max_pixels=1000)
+
+    def test_refused_format(self) -> None:
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format="PPM")
+        with pytest.raises(InvalidInput, match="supported format"):
+            decode_image(buffer.getvalue(), what="i", max_pixels=1000)
+
+    def test_over_the_pixel_limit_is_refused_before_decoding(self) -> None:
+        bomb = png_header_only(5000, 4000)  # 20 Mpx claimed, a few bytes of data
+        with pytest.raises(InvalidInput, match="5000x4000 = 20000000 pixels, over the limit"):
+            decode_image(bomb, what="i", max_pixels=1_000_000)
+
+    def test_extreme_bomb_is_refused(self) -> None:
+        bomb = png_header_only(100_000, 100_000)
+        with pytest.raises(InvalidInput, match="pixels"):
+            decode_image(bomb, what="i", max_pixels=40_000_000)
+
+    def test_extreme_aspect_ratio_is_refused(self) -> None:
+        with pytest.raises(InvalidInput, match="aspect ratio"):
+            decode_image(image_bytes((1, 500)), what="i", max_pixels=10_000)
+
+    def test_truncated_image(self) -> None:
+        data = image_bytes((64, 64), fmt="JPEG")
+        with pytest.raises(InvalidInput, match="could not be decoded|not a readable image"):
+            decode_image(data[: len(data) // 2], what="i", max_pixels=10_000)
+
+
+class TestAudio:
+    def test_wav_at_the_target_rate(self) -> None:
+        samples = np.linspace(-0.5, 0.5, 1600, dtype=np.float32)
+        audio = decode_audio(audio_bytes(samples, 16000), what="a", sampling_rate=16000, max_seconds=5)
+        assert audio.dtype == np.float32
+        np.testing.assert_allclose(audio, samples, atol=1e-4)
+
+    def test_contract_wav(self) -> None:
+        audio = decode_audio(contract.tiny_wav(), what="a", sampling_rate=16000, max_seconds=5)
+        assert audio.shape == (8000,)
+
+    def test_flac_stereo_is_mixed_down_and_resampled(self) -> None:
+        rate = 44100
+        t = np.arange(rate) / rate
+        left = 0.5 * np.sin(2 * np.pi * 440 * t)
+        stereo = np.stack([left, left], axis=1).astype(np.float32)
+        audio = decode_audio(
+            audio_bytes(stereo, rate, fmt="FLAC"), what="a", sampling_rate=16000, max_seconds=5
+        )
+        assert audio.shape == (16000,)
+        spectrum = np.abs(np.fft.rfft(audio))
+        assert int(np.argmax(spectrum)) == 440  # 1 s of audio: bin index = frequency in Hz
+
+    def test_too_long_is_refused_from_the_header(self) -> None:
+        silence = np.zeros(8000 * 31, dtype=np.float32)
+        with pytest.raises(InvalidInput, match="31.0 s long, over the limit of 30 s"):
+            decode_audio(audio_bytes(silence, 8000), what="a", sampling_rate=16000, max_seconds=30)
+
+    @pytest.mark.parametrize("data", [b"RIFF....WAVEfmt nonsense", b"hello", contract.tiny_png()])
+    def test_not_audio(self, data: bytes) -> None:
+        with pytest.raises(InvalidInput, match="a is not a readable audio file"):
+            decode_audio(data, what="a", sampling_rate=16000, max_seconds=30)
+
+    def test_empty_audio(self) -> None:
+        empty = audio_bytes(np.zeros(0, dtype=np.float32), 16000)
+        with pytest.raises(InvalidInput, match="no audio samples"):
+            decode_audio(empty, what="a", sampling_rate=16000, max_seconds=30)
+
+
+class TestResample:
+    def test_identity(self) -> None:
+        samples = np.arange(10, dtype=np.float32)
+        assert resample(samples, source_rate=8000, target_rate=8000) is not None
+        np.testing.assert_array_equal(
+            resample(samples, source_rate=8000, target_rate=8000), samples
+        )
+
+    @pytest.mark.parametrize(("source", "target"), [(8000, 16000), (48000, 16000), (22050, 16000)])
+    def test_length_and_tone_are_kept(self, source: int, target: int) -> None:
+        t = np.arange(source) / source
+        tone = np.sin(2 * np.pi * 300 * t).astype(np.float32)
+        out = resample(tone, source_rate=source, target_rate=target)
+        assert out.shape == (target,)
+        assert int(np.argmax(np.abs(np.fft.rfft(out)))) == 300
+        assert np.sqrt(np.mean(out**2)) == pytest.approx(np.sqrt(0.5), rel=0.02)
+
+    def test_downsampling_removes_what_the_new_rate_cannot_hold(self) -> None:
+        source, target = 48000, 8000
+        t = np.arange(source) / source
+        high = np.sin(2 * np.pi * 7000 * t).astype(np.float32)  # above the new 4 kHz Nyquist
+        out = resample(high, source_rate=source, target_rate=target)
+        # Linear interpolation would fold this tone to 1 kHz at full strength.
+        assert np.sqrt(np.mean(out**2)) < 0.01
+
+    def test_rejects_bad_rates(self) -> None:
+        with pytest.raises(ValueError, match="positive"):
+            resample(np.zeros(4, dtype=np.float32), source_rate=0, target_rate=16000)

@@ -1,0 +1,120 @@
+"""Settings: CLI options over MMOP_* env, one typed object, names shared with the operator."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from mmop.runtime import contract
+from mmop.runtime.cli import build_parser, load_settings
+from mmop.runtime.settings import RuntimeSettings, Task, cli_fields, default_model_name, env_name
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MMOP_"):
+            monkeypatch.delenv(key)
+
+
+def test_tasks_match_the_contract() -> None:
+    assert typing.get_args(Task) == contract.TASKS
+
+
+def test_every_contract_env_name_is_a_setting() -> None:
+    names = {env_name(field) for field in RuntimeSettings.model_fields}
+    contract_envs = {value for key, value in vars(contract).items() if key.startswith("ENV_")}
+    assert contract_envs <= names, contract_envs - names
+
+
+def test_defaults_follow_the_design() -> None:
+    settings = load_settings(["--model", "/models/clip", "--task", "image-classification"])
+    assert settings.port == contract.HTTP_PORT
+    assert settings.host == "0.0.0.0"
+    assert (settings.max_batch_size, settings.max_delay_ms, settings.max_queue_size) == (32, 5, 256)
+    assert settings.queue_timeout_seconds == 30
+    assert (settings.device, settings.dtype, settings.trust_remote_code) == ("auto", "auto", False)
+    assert settings.model_name == "clip"
+
+
+def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(contract.ENV_MODEL, "pvc://models/vit")
+    monkeypatch.setenv(contract.ENV_TASK, "image-classification")
+    monkeypatch.setenv(contract.ENV_MAX_BATCH_SIZE, "8")
+    monkeypatch.setenv(contract.ENV_TRUST_REMOTE_CODE, "true")
+    monkeypatch.setenv(contract.ENV_VERSION, "v7")
+    monkeypatch.setenv(contract.ENV_AUTH_TOKEN, "s3cret")
+    settings = load_settings([])
+    assert settings.model == "pvc://models/vit"
+    assert settings.max_batch_size == 8
+    assert settings.trust_remote_code is True
+    assert settings.model_version == "v7"
+    assert settings.auth_token is not None
+    assert settings.auth_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_command_line_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(contract.ENV_MAX_DELAY_MS, "50")
+    monkeypatch.setenv(contract.ENV_DTYPE, "float16")
+    settings = load_settings(
+        ["--model", "m", "--task", "image-to-text", "--max-delay-ms", "2", "--no-trust-remote-code"]
+    )
+    assert settings.max_delay_ms == 2
+    assert settings.dtype == "float16"
+    assert settings.trust_remote_code is False
+
+
+def test_the_auth_token_is_not_a_command_line_option() -> None:
+    assert "auth_token" not in cli_fields()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--auth-token", "x"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--model / MMOP_MODEL"),
+        (["--model", "m", "--task", "translation"], "invalid choice"),
+        (["--model", "m", "--task", "image-to-text", "--max-batch-size", "0"], "max-batch-size"),
+        (["--model", "m", "--task", "image-to-text", "--device", "tpu"], "--device / MMOP_DEVICE"),
+        (["--model", "m", "--task", "image-to-text", "--name", "a/b"], "--name / MMOP_NAME"),
+        (["--model", "m", "--task", "image-to-text", "--port", "x"], "--port / MMOP_PORT"),
+    ],
+)
+def test_bad_values_exit_with_status_2_and_say_which(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_settings(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_settings_are_frozen() -> None:
+    settings = RuntimeSettings(model="m", task="image-classification")
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/mnt/models/clip-vit/", "clip-vit"),
+        ("file:///srv/models/vit", "vit"),
+        ("pvc://claim/sub/whisper-tiny", "whisper-tiny"),
+        ("hf://openai/clip-vit-base-patch32", "clip-vit-base-patch32"),
+        ("openai/whisper-tiny", "whisper-tiny"),
+        ("/odd/na me+x", "na-me-x"),
+    ],
+)
+def test_default_model_name_is_the_basename(source: str, name: str) -> None:
+    assert default_model_name(source) == name
+    assert RuntimeSettings(model=source, task="image-to-text", name=None).model_name == name
+
+
+def test_explicit_name_wins() -> None:
+    assert RuntimeSettings(model="/m/x", task="image-to-text", name="y").model_name == "y"
