@@ -67,3 +67,32 @@ class AuditLog:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+
+
+@dataclass(frozen=True)
+class ReadRecord:
+    """One kind of read: who (user agent) did which verb on which resource, where."""
+
+    verb: str  # get | list | watch
+    group: str
+    resource: str
+    subresource: str | None
+    namespaced: bool  # in one namespace (True) or across all / cluster-scoped (False)
+    user_agent: str
+
+
+class ReadLog:
+    """The distinct reads clients made (a set, so it stays small), for RBAC checks: with the
+    write audit it shows every (verb, resource) an operator really needs."""
+
+    def __init__(self) -> None:
+        self._seen: set[ReadRecord] = set()
+        self._lock = threading.Lock()
+
+    def add(self, record: ReadRecord) -> None:
+        with self._lock:
+            self._seen.add(record)
+
+    def records(self) -> set[ReadRecord]:
+        with self._lock:
+            return set(self._seen)

@@ -24,7 +24,7 @@ from mmop.devcluster.apiserver import (
     tables,
     watchstream,
 )
-from mmop.devcluster.apiserver.audit import AuditLog
+from mmop.devcluster.apiserver.audit import AuditLog, ReadLog, ReadRecord
 from mmop.devcluster.apiserver.operations import (
     FIELD_VALIDATION,
     Api,
@@ -109,6 +109,7 @@ class Handler:
     ) -> None:
         self.api = api
         self.audit = audit
+        self.reads = ReadLog()
         self.watch_settings = watch
         self.address = address
         self._openapi_cache: dict[tuple[int, str], tuple[JsonDict, str]] = {}
@@ -283,7 +284,18 @@ class Handler:
         method = request.method
         query = request.query
         if method == "GET":
-            if watch_path or _flag(query.get("watch")):
+            is_watch = watch_path or _flag(query.get("watch"))
+            self.reads.add(
+                ReadRecord(
+                    verb="watch" if is_watch else ("get" if name is not None else "list"),
+                    group=rtype.group,
+                    resource=rtype.plural,
+                    subresource=subresource,
+                    namespaced=namespace is not None,
+                    user_agent=request.headers.get("User-Agent", ""),
+                )
+            )
+            if is_watch:
                 if name is not None:  # legacy /watch/.../NAME: a watch with a name field selector
                     target = Target(rtype, info, namespace, None, None)
                     return await self._watch(request, target, name_filter=name)

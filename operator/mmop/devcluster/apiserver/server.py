@@ -56,6 +56,7 @@ class ApiServer:
             watch=WatchSettings(bookmark_interval=bookmark_interval, default_timeout=watch_timeout),
             address=lambda: f"{self.host}:{self.port}",
         )
+        self.reads = self._handler.reads  # distinct reads, for RBAC checks
         self._runner: web.AppRunner | None = None
         self._bootstrap()
 
