@@ -7,6 +7,8 @@ an option given on the command line wins over its ``MMOP_*`` environment variabl
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import types
 import typing
@@ -78,7 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     from mmop.runtime.server import serve  # imported after logging is set up
 
-    sys.exit(serve(settings))
+    code = serve(settings)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Interpreter finalization with torch loaded takes about a second and does nothing that a
+    # stopped server needs; a drained pod should be gone as soon as it is done.
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ class Waiting:
 
 class TestBatchWait:
     def test_full_batch_dispatches_at_once(self) -> None:
-        assert batch_wait(
-            waiting=4, oldest_enqueued_at=10.0, now=10.0, max_batch_size=4, max_delay=0.5
-        ) == 0.0
+        assert (
+            batch_wait(
+                waiting=4, oldest_enqueued_at=10.0, now=10.0, max_batch_size=4, max_delay=0.5
+            )
+            == 0.0
+        )
 
     def test_partial_batch_waits_for_the_rest_of_the_delay(self) -> None:
         wait = batch_wait(
@@ -40,14 +43,20 @@ class TestBatchWait:
         assert wait == pytest.approx(0.3)
 
     def test_delay_counts_from_the_oldest_sample(self) -> None:
-        assert batch_wait(
-            waiting=2, oldest_enqueued_at=10.0, now=11.0, max_batch_size=4, max_delay=0.5
-        ) == 0.0
+        assert (
+            batch_wait(
+                waiting=2, oldest_enqueued_at=10.0, now=11.0, max_batch_size=4, max_delay=0.5
+            )
+            == 0.0
+        )
 
     def test_zero_delay_never_waits(self) -> None:
-        assert batch_wait(
-            waiting=1, oldest_enqueued_at=10.0, now=10.0, max_batch_size=8, max_delay=0.0
-        ) == 0.0
+        assert (
+            batch_wait(
+                waiting=1, oldest_enqueued_at=10.0, now=10.0, max_batch_size=8, max_delay=0.0
+            )
+            == 0.0
+        )
 
     def test_nothing_waiting_is_an_error(self) -> None:
         with pytest.raises(ValueError, match="nothing"):
@@ -168,7 +177,10 @@ async def test_concurrent_requests_share_a_batch(recorder: Recorder) -> None:
     try:
         first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
         await asyncio.sleep(0.05)
-        rest = [asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic())) for i in range(1, 6)]
+        rest = [
+            asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic()))
+            for i in range(1, 6)
+        ]
         await asyncio.sleep(0.05)
         recorder.gate.set()
         assert await first == [0]
@@ -240,7 +252,10 @@ async def test_cuda_oom_splits_the_batch_in_halves(recorder: Recorder) -> None:
     try:
         first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
         await asyncio.sleep(0.05)
-        tasks = [asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic())) for i in range(8)]
+        tasks = [
+            asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic()))
+            for i in range(8)
+        ]
         await asyncio.sleep(0.05)
         gate.set()
         assert await first == [1]

@@ -7,6 +7,7 @@ import pytest
 
 from mmop.runtime import contract
 from mmop.runtime.errors import (
+    BodyTimeout,
     Draining,
     FaultInjected,
     InferenceFailed,
@@ -35,6 +36,7 @@ from mmop.runtime.server.middleware import endpoint_of
         (NotReady("loading"), 503),
         (Draining("bye"), 503),
         (QueueTimeout("slow"), 504),
+        (BodyTimeout("trickle"), 408),
         (InferenceFailed("oops"), 500),
         (FaultInjected("on purpose"), 500),
     ],
@@ -83,7 +85,12 @@ def test_rejections_are_counted_by_reason_but_failures_are_not() -> None:
 )
 def test_endpoint_labels(path: str, endpoint: str | None) -> None:
     assert endpoint_of(path) == endpoint
-    assert endpoint is None or endpoint in (*contract.INFER_ENDPOINTS, "metadata", "health", "other")
+    assert endpoint is None or endpoint in (
+        *contract.INFER_ENDPOINTS,
+        "metadata",
+        "health",
+        "other",
+    )
 
 
 def test_metrics_use_contract_names_in_a_private_registry() -> None:

@@ -36,7 +36,9 @@ class TestResolveSource:
         with pytest.raises(LoadError, match="claim"):
             resolve_source(source, pvc_root=PVC_ROOT)
 
-    @pytest.mark.parametrize("text", ["hf://openai/clip-vit-base-patch32", "openai/clip-vit-base-patch32"])
+    @pytest.mark.parametrize(
+        "text", ["hf://openai/clip-vit-base-patch32", "openai/clip-vit-base-patch32"]
+    )
     def test_hub_ids(self, text: str) -> None:
         source = resolve_source(text, pvc_root=PVC_ROOT, revision="abc123")
         assert (source.kind, source.location, source.revision) == (
@@ -63,7 +65,9 @@ class TestLocalWeights:
     def test_pickle_only_is_refused_naming_safetensors(self, tmp_path: Path) -> None:
         (tmp_path / "config.json").write_text("{}")
         (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-        with pytest.raises(LoadError, match=r"pickle checkpoint \(pytorch_model.bin\).*safetensors"):
+        with pytest.raises(
+            LoadError, match=r"pickle checkpoint \(pytorch_model.bin\).*safetensors"
+        ):
             check_local_weights(tmp_path)
 
     def test_no_weights(self, tmp_path: Path) -> None:

@@ -71,11 +71,17 @@ class TestInferRequest:
             ({"inputs": [{**_tensor("t", ["a"]), "shape": [-1]}]}, "non-negative integers"),
             ({"inputs": [{**_tensor("t", ["a"]), "shape": "1"}]}, "shape must be a list"),
             ({"inputs": [{**_tensor("t", ["a"]), "shape": [1, 1, 1, 1, 1]}]}, "1 to 4 sizes"),
-            ({"inputs": [_tensor("t", ["a", "b"], shape=[3])]}, r"needs 3 elements, but data has 2"),
+            (
+                {"inputs": [_tensor("t", ["a", "b"], shape=[3])]},
+                r"needs 3 elements, but data has 2",
+            ),
             ({"inputs": [_tensor("t", [1, 2])]}, "BYTES data must hold strings, found a number"),
             ({"inputs": [_tensor("t", [{"a": 1}])]}, "must hold strings, found an object"),
             ({"inputs": [{**_tensor("t", ["a", "b"]), "data": None}]}, "data must be a list"),
-            ({"inputs": [{k: v for k, v in _tensor("t", ["a"]).items() if k != "data"}]}, "no 'data'"),
+            (
+                {"inputs": [{k: v for k, v in _tensor("t", ["a"]).items() if k != "data"}]},
+                "no 'data'",
+            ),
             ({"inputs": [_tensor("t", ["a"]), _tensor("t", ["b"])]}, "appears twice"),
             ({"inputs": [_tensor("t", ["a"])], "id": 5}, "'id' must be a string"),
             ({"inputs": [_tensor("t", ["a"])], "parameters": []}, "'parameters' must be an object"),
@@ -126,7 +132,9 @@ def _binary_request(values: list[bytes], *, declared: int | None = None) -> tupl
                     "name": "image",
                     "datatype": "BYTES",
                     "shape": [len(values)],
-                    "parameters": {"binary_data_size": declared if declared is not None else len(blob)},
+                    "parameters": {
+                        "binary_data_size": declared if declared is not None else len(blob)
+                    },
                 }
             ]
         }

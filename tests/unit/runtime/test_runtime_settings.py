@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import pytest
 
 from mmop.runtime import contract
 from mmop.runtime.cli import build_parser, load_settings
-from mmop.runtime.settings import RuntimeSettings, Task, cli_fields, default_model_name, env_name
+from mmop.runtime.settings import (
+    RuntimeSettings,
+    Task,
+    available_cpus,
+    cgroup_cpu_quota,
+    cli_fields,
+    default_model_name,
+    env_name,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +64,14 @@ def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.auth_token is not None
     assert settings.auth_token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+def test_empty_env_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (contract.ENV_NAME, contract.ENV_REVISION, contract.ENV_AUTH_TOKEN):
+        monkeypatch.setenv(name, "")
+    settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
+    assert (settings.name, settings.revision, settings.auth_token) == (None, None, None)
+    assert settings.model_name == "vit"
 
 
 def test_command_line_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,3 +135,20 @@ def test_default_model_name_is_the_basename(source: str, name: str) -> None:
 
 def test_explicit_name_wins() -> None:
     assert RuntimeSettings(model="/m/x", task="image-to-text", name="y").model_name == "y"
+
+
+def test_cgroup_cpu_quota(tmp_path: Path) -> None:
+    v2 = tmp_path / "cpu.max"
+    missing = tmp_path / "missing"
+    v2.write_text("250000 100000\n")
+    assert cgroup_cpu_quota(v2, missing, missing) == 3
+    v2.write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2, missing, missing) is None
+    quota, period = tmp_path / "quota", tmp_path / "period"
+    quota.write_text("-1")
+    period.write_text("100000")
+    assert cgroup_cpu_quota(missing, quota, period) is None
+    quota.write_text("50000")
+    assert cgroup_cpu_quota(missing, quota, period) == 1
+    assert cgroup_cpu_quota(missing, missing, missing) is None
+    assert available_cpus() >= 1

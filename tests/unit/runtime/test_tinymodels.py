@@ -17,7 +17,8 @@ def _digest(directory: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    ("task", "family"), [(task, family) for task, families in FAMILIES.items() for family in families]
+    ("task", "family"),
+    [(task, family) for task, families in FAMILIES.items() for family in families],
 )
 def test_every_family_builds_with_safetensors_and_processor_files(
     task: str, family: str, tmp_path: Path
@@ -38,9 +39,9 @@ def test_builds_are_deterministic(tmp_path: Path) -> None:
 
 def test_base_size_is_clip_vit_b32(tmp_path: Path) -> None:
     # Only the config is checked here; building 150M parameters belongs to benchmarks.
-    from mmop.runtime import tinymodels
-
     import torch
+
+    from mmop.runtime import tinymodels
 
     with torch.device("meta"):
         model, _ = tinymodels._clip(contract.TASK_IMAGE_TEXT_EMBEDDING, "base")

@@ -1,0 +1,450 @@
+"""The transport-neutral data plane: model lifecycle, admission, validation, batching, answers.
+
+HTTP adapters call it with raw bodies and get documents back or a ``RuntimeFailure``; it knows
+nothing about status codes. Everything here runs on the event loop except what it hands to
+the decoding pool (parsing, decoding, preprocessing) and to the batcher's worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from typing import Any, Final, ParamSpec, TypeVar
+
+import orjson
+
+from mmop.runtime import contract, loading, protocol, tasks
+from mmop.runtime.batching import BatchConfig, Batcher
+from mmop.runtime.errors import (
+    Draining,
+    FaultInjected,
+    InvalidInput,
+    LoadError,
+    ModelNotFound,
+    NotReady,
+    QueueFull,
+)
+from mmop.runtime.metrics import Metrics, cuda_probes
+from mmop.runtime.protocol import EmbeddingsRequest, InferRequest, OutputTensor
+from mmop.runtime.settings import RuntimeSettings
+from mmop.runtime.tasks.base import Prepared, Task
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SERVER_NAME: Final = "mmop-runtime"
+PLATFORM: Final = "transformers"
+EXTENSIONS: Final = ("binary_tensor_data",)
+RETRY_AFTER_SECONDS: Final = 1
+
+
+class ModelState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("mmop")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+class Admission:
+    """A slot in the bounded queue, held from admission until the answer is ready."""
+
+    __slots__ = ("_plane", "_released", "admitted_at")
+
+    def __init__(self, plane: DataPlane, admitted_at: float) -> None:
+        self._plane = plane
+        self.admitted_at = admitted_at
+        self._released = False
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._released:
+            self._released = True
+            self._plane._release()
+
+
+class DataPlane:
+    """One model: load it, admit requests, run them through the task and the batcher."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        metrics: Metrics,
+        source: loading.ModelSource,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.version = settings.model_version
+        self.signature = tasks.signature(settings.task)
+        self.metrics = metrics
+        self._source = source
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._state = ModelState.LOADING
+        self._failure: str | None = None
+        self._task: Task | None = None
+        self._batcher: Batcher | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.preprocess_threads, thread_name_prefix="mmop-decode"
+        )
+        self._inflight = 0
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    async def load(self) -> None:
+        """Load the model, start the batcher and run the warm-up batch (raises ``LoadError``)."""
+        try:
+            await _in_daemon_thread(self._load, name="mmop-load")
+        except LoadError as exc:
+            self._fail(exc.message)
+            raise
+        except Exception as exc:
+            self._fail(loading.one_line(exc))
+            raise LoadError(self._failure) from exc
+
+    def _fail(self, reason: str) -> None:
+        self._state = ModelState.FAILED
+        self._failure = reason
+
+    def _load(self) -> None:
+        settings = self.settings
+        log.info(
+            "loading model %s from %s for task %s", self.name, self._source.original, settings.task
+        )
+        loaded = loading.load_model(settings, self._source)
+        task = tasks.create_task(settings.task, loaded, settings)
+        warmup = task.preprocess(_warmup_request(settings.task))
+
+        def forward(samples: list[Any]) -> Sequence[Any]:
+            with loaded.inference_context():
+                return task.forward(samples)
+
+        batcher = Batcher(
+            forward,
+            config=BatchConfig(
+                max_batch_size=settings.max_batch_size,
+                max_delay=settings.max_delay_seconds,
+                queue_timeout=settings.queue_timeout_seconds,
+                stuck_after=settings.stuck_batch_seconds,
+            ),
+            observer=self.metrics,
+            clock=self._clock,
+        )
+        warm_started = time.perf_counter()
+        batcher.start(warmup=warmup.samples)
+        try:
+            task.postprocess(warmup, batcher.wait_warm())
+        except Exception as exc:
+            batcher.stop()
+            raise LoadError(f"the warm-up batch failed: {loading.one_line(exc)}") from exc
+        self.metrics.set_model_load_seconds(loaded.load_seconds)
+        if loaded.device.type == "cuda":
+            utilization, memory_used = cuda_probes(loaded.device.index or 0)
+            self.metrics.watch_gpu(utilization=utilization, memory_used=memory_used)
+        self._task, self._batcher = task, batcher
+        self._state = ModelState.READY
+        log.info(
+            "model %s ready: %s, loaded in %.2f s, warm-up %.2f s",
+            self.name,
+            loaded.describe(),
+            loaded.load_seconds,
+            time.perf_counter() - warm_started,
+        )
+
+    async def close(self) -> None:
+        """Stop the batcher (after what it runs) and the decoding pool."""
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.stop)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- probes -------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        """The event loop answers (we are here) and a started batcher is neither dead nor stuck."""
+        if self._state is ModelState.FAILED:
+            return False
+        return self._batcher is None or self._batcher.healthy()
+
+    def not_ready_reason(self) -> str | None:
+        """None when ready: model loaded, warm-up done, batcher alive, not draining."""
+        if self._draining:
+            return "the server is shutting down"
+        if self._state is ModelState.LOADING:
+            return "the model is loading"
+        if self._state is ModelState.FAILED:
+            return f"the model failed to load: {self._failure}"
+        if self._batcher is None or not self._batcher.healthy():
+            return "the batcher is not running"
+        return None
+
+    # --- admission and draining -----------------------------------------------------------------
+
+    def admit(self) -> Admission:
+        """Take a queue slot or refuse at once (draining 503, not ready 503, full 429)."""
+        if self._draining:
+            raise Draining("the server is shutting down")
+        reason = self.not_ready_reason()
+        if reason is not None:
+            raise NotReady(reason)
+        if self._inflight >= self.settings.max_queue_size:
+            raise QueueFull(
+                f"the queue is full ({self.settings.max_queue_size} requests); retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        self._inflight += 1
+        self._idle.clear()
+        self.metrics.set_queue_depth(self._inflight)
+        return Admission(self, self._clock())
+
+    def _release(self) -> None:
+        self._inflight -= 1
+        self.metrics.set_queue_depth(self._inflight)
+        if self._inflight == 0:
+            self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def start_draining(self) -> None:
+        self._draining = True
+
+    async def wait_idle(self, within: float) -> bool:
+        """Wait until no admitted request is left; False if ``within`` seconds passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    # --- metadata -----------------------------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": _package_version(), "extensions": list(EXTENSIONS)}
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        if name != self.name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; this server serves {self.name!r}"
+            )
+        if version is not None and version != self.version:
+            known = repr(self.version) if self.version else "none"
+            raise ModelNotFound(f"model {name!r} has no version {version!r} (served: {known})")
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        self.check_model(name, version)
+        shapes = self._task.output_shapes() if self._task is not None else {}
+        parameters: dict[str, Any] = {
+            "task": self.settings.task,
+            "max_batch_size": self.settings.max_batch_size,
+            "request_parameters": list(self.signature.parameters),
+        }
+        if self._task is not None:
+            parameters |= self._task.metadata_parameters()
+        document: dict[str, Any] = {"name": self.name}
+        if self.version:
+            document["versions"] = [self.version]
+        document |= {
+            "platform": PLATFORM,
+            "inputs": [spec.metadata() for spec in self.signature.inputs],
+            "outputs": [spec.metadata(shapes.get(spec.name)) for spec in self.signature.outputs],
+            "parameters": parameters,
+        }
+        return document
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        self.check_model(name, version)
+        return self.not_ready_reason() is None
+
+    @property
+    def serves_embeddings(self) -> bool:
+        return self.settings.task == contract.TASK_IMAGE_TEXT_EMBEDDING
+
+    # --- inference ----------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        admission: Admission,
+        header_length: int | None = None,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """Answer an OIP v2 infer request (raw body) with the response document."""
+        self.check_model(name, version)
+        await self._inject_faults()
+        task, batcher = self._running()
+        request, prepared = await self._in_pool(self._prepare_infer, task, body, header_length)
+        results = await batcher.submit(prepared.samples, admitted_at=admission.admitted_at)
+        outputs = _select_outputs(task.postprocess(prepared, results), request.outputs)
+        return protocol.infer_response(
+            model_name=self.name,
+            model_version=self.version,
+            request_id=request.id,
+            outputs=outputs,
+        )
+
+    def _prepare_infer(
+        self, task: Task, body: bytes, header_length: int | None
+    ) -> tuple[InferRequest, Prepared]:
+        request = protocol.parse_infer_request(
+            body, header_length=header_length, max_items=self.settings.max_items_per_request
+        )
+        names = self.signature.input_names
+        unknown = [name for name in request.inputs if name not in names]
+        if unknown:
+            raise InvalidInput(
+                f"unknown input {unknown[0]!r}; model {self.name} takes {', '.join(names)}"
+            )
+        outputs = self.signature.output_names
+        for name in request.outputs or ():
+            if name not in outputs:
+                raise InvalidInput(
+                    f"unknown output {name!r}; model {self.name} produces {', '.join(outputs)}"
+                )
+        return request, self._preprocess(task.preprocess, request)
+
+    async def embeddings(self, body: bytes, *, admission: Admission) -> dict[str, Any]:
+        """Answer an OpenAI ``/v1/embeddings`` request (raw body)."""
+        await self._inject_faults()
+        task, batcher = self._running()
+        request, prepared = await self._in_pool(self._prepare_embeddings, task, body)
+        results = await batcher.submit(prepared.samples, admitted_at=admission.admitted_at)
+        vectors = [result[0] for result in results]
+        tokens = sum(int(result[1]) for result in results)
+        return protocol.embeddings_response(
+            model_name=self.name,
+            vectors=vectors,
+            encoding_format=request.encoding_format,
+            prompt_tokens=tokens,
+        )
+
+    def _prepare_embeddings(self, task: Task, body: bytes) -> tuple[EmbeddingsRequest, Prepared]:
+        from mmop.runtime.tasks.clip import EmbeddingTask
+
+        request = protocol.parse_embeddings_request(
+            body,
+            max_items=self.settings.max_items_per_request,
+            max_text_chars=self.settings.max_text_chars,
+        )
+        self.check_model(request.model)
+        assert isinstance(task, EmbeddingTask)
+        if request.dimensions is not None and request.dimensions != task.dims:
+            raise InvalidInput(
+                f"'dimensions' must be {task.dims} for this model (or left out), "
+                f"got {request.dimensions}"
+            )
+        return request, self._preprocess(task.preprocess_items, request.items)
+
+    @staticmethod
+    def _preprocess(step: Callable[[Any], Prepared], argument: Any) -> Prepared:
+        try:
+            return step(argument)
+        except (InvalidInput, LoadError):
+            raise
+        except Exception as exc:
+            # Processors raise plain exceptions for inputs they cannot handle (odd image modes,
+            # sizes); the input caused it, and the message says what the processor disliked.
+            log.warning("preprocessing failed: %s", loading.one_line(exc))
+            raise InvalidInput(
+                f"the input could not be preprocessed: {loading.one_line(exc)}"
+            ) from exc
+
+    def _running(self) -> tuple[Task, Batcher]:
+        if self._task is None or self._batcher is None:
+            raise NotReady(self.not_ready_reason() or "the model is loading")
+        return self._task, self._batcher
+
+    async def _inject_faults(self) -> None:
+        settings = self.settings
+        if settings.fault_latency_ms > 0:
+            await asyncio.sleep(settings.fault_latency_ms / 1000.0)
+        if settings.fault_error_rate > 0 and self._rng.random() < settings.fault_error_rate:
+            raise FaultInjected(
+                f"injected fault ({contract.ENV_FAULT_ERROR_RATE}={settings.fault_error_rate:g})"
+            )
+
+    async def _in_pool(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+
+async def _in_daemon_thread(function: Callable[[], None], *, name: str) -> None:
+    """Run ``function`` in a daemon thread: a process told to stop while a model is still
+    loading (SIGTERM, a port already taken) exits without waiting for the load to finish."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+    def target() -> None:
+        error: BaseException | None = None
+        try:
+            function()
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    await done
+
+
+def _warmup_request(task: str) -> InferRequest:
+    body = orjson.dumps(contract.smoke_test_request(task))
+    return protocol.parse_infer_request(body, max_items=16)
+
+
+def _select_outputs(
+    outputs: list[OutputTensor], requested: Sequence[str] | None
+) -> list[OutputTensor]:
+    if requested is None:
+        return outputs
+    produced = {output.name: output for output in outputs}
+    missing = [name for name in requested if name not in produced]
+    if missing:
+        raise InvalidInput(
+            f"output {missing[0]!r} is not produced for this request (its inputs are missing)"
+        )
+    return [produced[name] for name in dict.fromkeys(requested)]

@@ -1,0 +1,172 @@
+"""Decoding of client media with limits: base64, images (PIL) and audio (soundfile, no ffmpeg).
+
+Every function raises ``InvalidInput`` with a message that names the input and says what is
+wrong; nothing here trusts a size a file claims before checking it against a limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mmop.runtime.errors import InvalidInput
+
+# Formats a client may send; restricting Image.open keeps rarely used parsers out of reach.
+IMAGE_FORMATS: Final = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+AUDIO_FORMATS: Final = ("WAV", "WAVEX", "RF64", "FLAC", "OGG", "AIFF")
+_DATA_URL: Final = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.I)
+_WHITESPACE: Final = re.compile(rb"\s+")
+MAX_ASPECT_RATIO: Final = 100.0
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def configure_pil(*, max_image_pixels: int) -> None:
+    """Make PIL's own decompression-bomb check agree with our limit (process-wide PIL state).
+
+    ``decode_image`` checks the size itself before decoding; PIL's check is a second line.
+    Its warning (between 1x and 2x the limit) is silenced because such images are refused anyway.
+    """
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def split_data_url(value: str) -> tuple[str | None, str]:
+    """``data:image/png;base64,AAAA`` -> ("image/png", "AAAA"); other strings -> (None, value)."""
+    match = _DATA_URL.match(value)
+    if match is None:
+        return None, value
+    return (match.group(1) or "").lower() or None, value[match.end() :]
+
+
+def decode_base64(value: str | bytes, *, what: str) -> bytes:
+    """Decode standard base64 (a ``data:...;base64,`` prefix and line breaks are allowed)."""
+    if isinstance(value, str):
+        _, value = split_data_url(value)
+        try:
+            raw = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{what} is not valid base64 (non-ASCII characters)") from None
+    else:
+        raw = value
+    if b"\n" in raw or b"\r" in raw or b" " in raw:
+        raw = _WHITESPACE.sub(b"", raw)
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{what} is not valid base64 ({exc})") from None
+    if not data:
+        raise InvalidInput(f"{what} is empty")
+    return data
+
+
+def decode_image(
+    data: bytes, *, what: str, max_pixels: int, max_aspect_ratio: float = MAX_ASPECT_RATIO
+) -> Image.Image:
+    """Decode an image file into RGB, refusing anything over ``max_pixels`` before decoding it.
+
+    Extreme aspect ratios are refused too: resizing the short side of a 1x40000 image to a
+    model's 224 pixels would allocate gigabytes.
+    """
+    try:
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidInput(
+            f"{what} is not an image in a supported format ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except Image.DecompressionBombError as exc:  # PIL's own check (see configure_pil)
+        raise InvalidInput(
+            f"{what} is over the limit of {max_pixels} pixels ({_short(exc)})"
+        ) from None
+    except Exception as exc:  # PIL raises many types for corrupt headers
+        raise InvalidInput(f"{what} is not a readable image ({_short(exc)})") from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"{what} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidInput(
+            f"{what} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} pixels"
+        )
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        raise InvalidInput(
+            f"{what} is {width}x{height}; its aspect ratio is over {max_aspect_ratio:g}:1"
+        )
+    try:
+        image.load()
+        # Phones store the orientation in EXIF; models expect upright pixels.
+        upright = ImageOps.exif_transpose(image)
+        return upright.convert("RGB")
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise InvalidInput(f"{what} could not be decoded ({_short(exc)})") from None
+
+
+def decode_audio(data: bytes, *, what: str, sampling_rate: int, max_seconds: float) -> FloatArray:
+    """Decode a WAV/FLAC/OGG/AIFF file to mono float32 at ``sampling_rate``.
+
+    The duration is checked from the header before the samples are decoded.
+    """
+    import soundfile
+
+    try:
+        info = soundfile.info(io.BytesIO(data))
+    except Exception as exc:  # libsndfile refuses what it cannot parse
+        raise InvalidInput(
+            f"{what} is not a readable audio file (WAV or FLAC expected): {_short(exc)}"
+        ) from None
+    if info.format not in AUDIO_FORMATS:
+        raise InvalidInput(
+            f"{what} has audio format {info.format}; supported: {', '.join(AUDIO_FORMATS)}"
+        )
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise InvalidInput(f"{what} holds no audio samples")
+    seconds = info.frames / info.samplerate
+    if seconds > max_seconds:
+        raise InvalidInput(f"{what} is {seconds:.1f} s long, over the limit of {max_seconds:g} s")
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise InvalidInput(f"{what} could not be decoded: {_short(exc)}") from None
+    if samples.size == 0:
+        raise InvalidInput(f"{what} holds no audio samples")
+    mono = samples.mean(axis=1, dtype=np.float32)
+    if not np.all(np.isfinite(mono)):
+        raise InvalidInput(f"{what} holds samples that are not finite numbers")
+    return resample(mono, source_rate=int(rate), target_rate=sampling_rate)
+
+
+def resample(samples: FloatArray, *, source_rate: int, target_rate: int) -> FloatArray:
+    """Band-limited resampling with the FFT (numpy only).
+
+    Cutting (or zero-padding) the spectrum at the new Nyquist frequency is the ideal low-pass,
+    so downsampling does not alias the way linear interpolation does.
+    """
+    if source_rate <= 0 or target_rate <= 0:
+        raise ValueError("sampling rates must be positive")
+    samples = np.asarray(samples, dtype=np.float32)
+    if source_rate == target_rate or samples.size == 0:
+        return samples
+    n = samples.shape[0]
+    m = max(1, round(n * target_rate / source_rate))
+    spectrum = np.fft.rfft(samples.astype(np.float64))
+    kept = np.zeros(m // 2 + 1, dtype=np.complex128)
+    keep = min(spectrum.shape[0], kept.shape[0])
+    kept[:keep] = spectrum[:keep]
+    if m < n and m % 2 == 0:
+        # The new Nyquist bin of a real signal holds the sum of both halves' energy.
+        kept[-1] = kept[-1].real
+    out: FloatArray = (np.fft.irfft(kept, n=m) * (m / n)).astype(np.float32)
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

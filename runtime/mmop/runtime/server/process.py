@@ -1,0 +1,150 @@
+"""The server process: uvicorn around the app, model loading in the background, SIGTERM drain.
+
+Start-up: listen at once (liveness answers, readiness is 503 while the model loads), load and
+warm up, then report ready. A load failure logs one line and ends the process with status 1.
+SIGTERM: readiness and new requests get 503, in-flight requests finish (up to
+``drain_timeout_seconds``), then the process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+from collections.abc import AsyncIterator
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from mmop.runtime import loading, media
+from mmop.runtime.dataplane import DataPlane
+from mmop.runtime.errors import LoadError
+from mmop.runtime.metrics import Metrics
+from mmop.runtime.server.app import create_app
+from mmop.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("mmop.runtime")
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains instead of closing at once.
+
+    uvicorn re-raises the signal it caught after shutting down (so the exit status would be
+    143); a drained shutdown is a clean one, so the signal is not recorded.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, runner: ServerProcess) -> None:
+        super().__init__(config)
+        self._runner = runner
+        self._signalled = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._signalled:
+            log.warning("second %s: exiting without waiting", signal.Signals(sig).name)
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._signalled = True
+        self._runner.begin_drain(sig)
+
+
+class ServerProcess:
+    """Runs one model server until it is drained or its model fails to load."""
+
+    def __init__(self, settings: RuntimeSettings, *, source: loading.ModelSource) -> None:
+        self.settings = settings
+        self.metrics = Metrics(model=settings.model_name)
+        self.plane = DataPlane(settings, metrics=self.metrics, source=source)
+        self.app = create_app(self.plane, lifespan=self._lifespan)
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            log_config=None,
+            access_log=settings.access_log,
+            server_header=False,
+            timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_seconds)),
+        )
+        self.server = _DrainingServer(config, runner=self)
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def run(self) -> int:
+        self.server.run()
+        return self.exit_code
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
+        self._spawn(self._load())
+        try:
+            yield
+        finally:
+            await self.plane.close()
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _load(self) -> None:
+        try:
+            await self.plane.load()
+        except LoadError as exc:
+            log.error("model load failed: %s", exc.message)
+            self.exit_code = 1
+            self.server.should_exit = True
+
+    def begin_drain(self, sig: int) -> None:
+        """Called from the signal handler (main thread, between two bytecodes of the loop)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.server.should_exit = True
+            return
+        name = signal.Signals(sig).name
+        loop.call_soon_threadsafe(lambda: self._spawn(self._drain(name)))
+
+    async def _drain(self, signal_name: str) -> None:
+        plane = self.plane
+        log.info("%s received: draining %d in-flight requests", signal_name, plane.inflight)
+        plane.start_draining()
+        timeout = self.settings.drain_timeout_seconds
+        if await plane.wait_idle(timeout):
+            log.info("drained; shutting down")
+        else:
+            log.warning(
+                "%d requests still in flight after %g s; shutting down", plane.inflight, timeout
+            )
+        self.server.should_exit = True
+
+
+def serve(settings: RuntimeSettings) -> int:
+    """Run ``mmop-runtime`` with ``settings``; the process exit status is returned."""
+    try:
+        source = loading.preflight(settings)
+    except LoadError as exc:
+        log.error("model load failed: %s", exc.message)
+        return 1
+    media.configure_pil(max_image_pixels=settings.max_image_pixels)
+    log.info(
+        "starting %s (task %s) on %s:%d: max batch %d, max delay %g ms, queue %d",
+        settings.model_name,
+        settings.task,
+        settings.host,
+        settings.port,
+        settings.max_batch_size,
+        settings.max_delay_ms,
+        settings.max_queue_size,
+    )
+    if settings.fault_error_rate or settings.fault_latency_ms:
+        log.warning(
+            "fault injection is on: error rate %g, added latency %g ms",
+            settings.fault_error_rate,
+            settings.fault_latency_ms,
+        )
+    return ServerProcess(settings, source=source).run()
