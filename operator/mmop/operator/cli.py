@@ -102,17 +102,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mmop.operator import runner  # imports kopf
+    from mmop.operator.runner import run  # imports kopf
 
-    return runner.run(
-        namespace=args.namespace, kubeconfig=args.kubeconfig, standalone=args.standalone
-    )
+    return run(namespace=args.namespace, kubeconfig=args.kubeconfig, standalone=args.standalone)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from mmop.devcluster import cli as dev_cli
+    from mmop.devcluster.cli import run
 
-    return dev_cli.run(args)
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,13 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_dev = sub.add_parser("dev", help="run a local control plane with the operator")
     p_dev.set_defaults(func=_cmd_dev)
-    try:
-        from mmop.devcluster import cli as dev_cli
-    except ImportError:  # the devcluster extra is not installed
-        pass
-    else:
-        if hasattr(dev_cli, "add_arguments"):
-            dev_cli.add_arguments(p_dev)
+    from mmop.devcluster.cli import add_arguments
+
+    add_arguments(p_dev)
     return parser
 
 
