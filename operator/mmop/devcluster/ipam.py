@@ -47,8 +47,9 @@ def port_is_free(ip: str, port: int) -> bool:
 class LoopbackPool:
     """Hands out 127.0.0.N addresses, lowest free first."""
 
-    def __init__(self, *, lock_dir: Path | None = None, first: int = FIRST_HOST,
-                 last: int = LAST_HOST) -> None:
+    def __init__(
+        self, *, lock_dir: Path | None = None, first: int = FIRST_HOST, last: int = LAST_HOST
+    ) -> None:
         self._lock_dir = lock_dir or default_lock_dir()
         self._first = first
         self._last = last

@@ -7,11 +7,12 @@ already-fetched data.
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Final
 
 from mmop.devcluster.quantity import parse_quantity
@@ -20,8 +21,6 @@ from mmop.runtime import contract
 _ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _REFERENCE: Final = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _SUBSCRIPT: Final = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
-
-Lookup = Callable[[str], Mapping[str, str] | None]
 
 
 class EnvError(Exception):
@@ -147,9 +146,9 @@ def kubernetes_env(
             if ref.get("optional"):
                 continue
             raise EnvError(f'{kind.lower()} "{ref.get("name", "")}" not found')
-        for key, value in values.items():
+        for key, item in values.items():
             if _ENV_NAME.match(prefix + key):
-                env[prefix + key] = value
+                env[prefix + key] = item
     for var in container.get("env") or []:
         name = str(var.get("name", ""))
         value_from = var.get("valueFrom")
@@ -162,9 +161,7 @@ def kubernetes_env(
         elif "resourceFieldRef" in value_from:
             value = _resource_value(value_from["resourceFieldRef"], container, allocatable)
         elif "secretKeyRef" in value_from:
-            value = _key_ref(
-                value_from["secretKeyRef"], kind="Secret", data=sources.secrets, ns=ns
-            )
+            value = _key_ref(value_from["secretKeyRef"], kind="Secret", data=sources.secrets, ns=ns)
         elif "configMapKeyRef" in value_from:
             value = _key_ref(
                 value_from["configMapKeyRef"], kind="ConfigMap", data=sources.config_maps, ns=ns
@@ -176,9 +173,16 @@ def kubernetes_env(
     return env
 
 
-def remap_paths(env: Mapping[str, str], mounts: Mapping[str, str]) -> dict[str, str]:
-    """Values that are a mount path, or start with one plus ``/``, point into the local
-    directory that stands for that mount (the longest mount path wins)."""
+def remap_paths(
+    env: Mapping[str, str],
+    mounts: Mapping[str, str],
+    *,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> dict[str, str]:
+    """Values that are a mount path point at the local directory for that volume; values under
+    a mount path point inside it, unless they name a path that exists on this machine (a model
+    directory under ``/tmp``, say: a local path is what a dev cluster user means). The longest
+    mount path wins."""
     ordered = sorted(mounts.items(), key=lambda item: len(item[0]), reverse=True)
     out = {}
     for name, value in env.items():
@@ -188,7 +192,8 @@ def remap_paths(env: Mapping[str, str], mounts: Mapping[str, str]) -> dict[str, 
                 value = local
                 break
             if value.startswith(mount + "/"):
-                value = local.rstrip("/") + value[len(mount) :]
+                if not exists(value):
+                    value = local.rstrip("/") + value[len(mount) :]
                 break
         out[name] = value
     return out
@@ -211,9 +216,7 @@ def process_env(
     ``TMPDIR`` follows a ``/tmp`` mount; ``MMOP_HOST`` is the pod IP.
     """
     env = {
-        key: value
-        for key, value in (base or {}).items()
-        if not key.startswith(("MMOP_", "KUBE"))
+        key: value for key, value in (base or {}).items() if not key.startswith(("MMOP_", "KUBE"))
     }
     env.update(
         remap_paths(
@@ -229,13 +232,7 @@ def process_env(
 
 def decode_secret(data: Mapping[str, str] | None) -> dict[str, str]:
     """A Secret's ``data`` (base64) as text."""
-    import base64
-
     return {
         key: base64.b64decode(value).decode("utf-8", errors="replace")
         for key, value in (data or {}).items()
     }
-
-
-def cpu_cores(value: str) -> Decimal:
-    return parse_quantity(value)

@@ -19,7 +19,9 @@ _DECIMAL: Final = {
     "P": Decimal("1e15"),
     "E": Decimal("1e18"),
 }
-_QUANTITY: Final = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)$")
+_QUANTITY: Final = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)$"
+)
 
 
 def parse_quantity(value: str | int | float) -> Decimal:

@@ -97,9 +97,8 @@ def qos_class(pod_spec: Mapping[str, Any]) -> str:
         if requests or limits:
             requests_seen = True
         for name in ("cpu", "memory"):
-            if name not in limits or name not in requests:
-                guaranteed = False
-            elif parse_quantity(limits[name]) != parse_quantity(requests[name]):
+            same = name in limits and name in requests
+            if not same or parse_quantity(limits[name]) != parse_quantity(requests[name]):
                 guaranteed = False
     if not requests_seen:
         return "BestEffort"

@@ -18,19 +18,27 @@ class TestProgress:
     def test_summary_line(self) -> None:
         obj = {
             "metadata": {"name": "clip", "namespace": "ml"},
-            "status": {"phase": "Progressing", "stableVersion": "v1", "canaryVersion": "v2",
-                       "canaryWeight": 25, "readyReplicas": 3, "replicas": 3,
-                       "conditions": [{"type": "Ready", "status": "True",
-                                       "reason": "StableServing"}]},
+            "status": {
+                "phase": "Progressing",
+                "stableVersion": "v1",
+                "canaryVersion": "v2",
+                "canaryWeight": 25,
+                "readyReplicas": 3,
+                "replicas": 3,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "StableServing"}],
+            },
         }
         assert progress.summarize(obj).line() == (
             "ml/clip: phase=Progressing ready=True stable=v1 canary=v2 weight=25% replicas=3/3"
         )
 
     def test_new_model_and_reason_when_not_ready(self) -> None:
-        obj = {"metadata": {"name": "clip", "namespace": "ml"},
-               "status": {"conditions": [{"type": "Ready", "status": "False",
-                                          "reason": "InvalidSpec"}]}}
+        obj = {
+            "metadata": {"name": "clip", "namespace": "ml"},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec"}]
+            },
+        }
         line = progress.summarize(obj).line()
         assert line == "ml/clip: phase=- ready=False (InvalidSpec) stable=- replicas=0/0"
 
@@ -74,18 +82,43 @@ class TestCliOptions:
     def test_defaults(self) -> None:
         args = operator_cli.build_parser().parse_args(["dev"])
         assert (args.port, args.router_port, args.gpus, args.no_operator, args.demo) == (
-            0, 8000, 0, False, False)
+            0,
+            8000,
+            0,
+            False,
+            False,
+        )
         assert args.state_dir == ".mmop-dev"
         assert args.filename == []
 
     def test_all_options(self) -> None:
         args = operator_cli.build_parser().parse_args(
-            ["dev", "-f", "a.yaml", "-f", "b.yaml", "--demo", "--port", "6443",
-             "--router-port", "0", "--gpus", "2", "--no-operator", "--state-dir", "/tmp/x"]
+            [
+                "dev",
+                "-f",
+                "a.yaml",
+                "-f",
+                "b.yaml",
+                "--demo",
+                "--port",
+                "6443",
+                "--router-port",
+                "0",
+                "--gpus",
+                "2",
+                "--no-operator",
+                "--state-dir",
+                "/tmp/x",
+            ]
         )
         assert args.filename == ["a.yaml", "b.yaml"]
         assert (args.port, args.router_port, args.gpus, args.no_operator, args.demo) == (
-            6443, 0, 2, True, True)
+            6443,
+            0,
+            2,
+            True,
+            True,
+        )
 
 
 class TestLoopbackPool:

@@ -7,8 +7,13 @@ import pytest
 from mmop.devcluster import podenv
 
 POD = {
-    "metadata": {"name": "clip-v1-abc-xyz", "namespace": "ml", "uid": "u-1",
-                 "labels": {"app": "clip"}, "annotations": {"note": "hi"}},
+    "metadata": {
+        "name": "clip-v1-abc-xyz",
+        "namespace": "ml",
+        "uid": "u-1",
+        "labels": {"app": "clip"},
+        "annotations": {"note": "hi"},
+    },
     "spec": {"nodeName": "mmop-dev"},
     "status": {"podIP": "127.0.0.7", "hostIP": "127.0.0.1"},
 }
@@ -20,8 +25,12 @@ ALLOCATABLE = {"cpu": "1000", "memory": "4Ti"}
 
 
 def _env(*items: dict[str, object], env_from: list[dict[str, object]] | None = None) -> dict:
-    container = {"name": "runtime", "env": list(items), "envFrom": env_from or [],
-                 "resources": {"limits": {"memory": "2Gi"}}}
+    container = {
+        "name": "runtime",
+        "env": list(items),
+        "envFrom": env_from or [],
+        "resources": {"limits": {"memory": "2Gi"}},
+    }
     return podenv.kubernetes_env(container, pod=POD, sources=SOURCES, allocatable=ALLOCATABLE)
 
 
@@ -41,20 +50,31 @@ class TestKubernetesEnv:
             {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
         )
-        assert env == {"POD": "clip-v1-abc-xyz", "NS": "ml", "IP": "127.0.0.7",
-                       "NODE": "mmop-dev", "APP": "clip"}
+        assert env == {
+            "POD": "clip-v1-abc-xyz",
+            "NS": "ml",
+            "IP": "127.0.0.7",
+            "NODE": "mmop-dev",
+            "APP": "clip",
+        }
 
     def test_secret_and_config_map_keys(self) -> None:
         env = _env(
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "auth", "key": "token"}}},
-            {"name": "LEVEL",
-             "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
+            {
+                "name": "LEVEL",
+                "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}},
+            },
         )
         assert env == {"TOKEN": "s3cret", "LEVEL": "debug"}
 
     def test_resource_field_ref_uses_the_divisor(self) -> None:
-        env = _env({"name": "MEM", "valueFrom": {"resourceFieldRef": {
-            "resource": "limits.memory", "divisor": "1Mi"}}})
+        env = _env(
+            {
+                "name": "MEM",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+            }
+        )
         assert env == {"MEM": "2048"}
 
     def test_missing_secret_is_a_config_error(self) -> None:
@@ -66,13 +86,19 @@ class TestKubernetesEnv:
             _env({"name": "T", "valueFrom": {"secretKeyRef": {"name": "auth", "key": "nope"}}})
 
     def test_optional_reference_may_be_missing(self) -> None:
-        env = _env({"name": "T", "valueFrom": {
-            "secretKeyRef": {"name": "gone", "key": "t", "optional": True}}})
+        env = _env(
+            {
+                "name": "T",
+                "valueFrom": {"secretKeyRef": {"name": "gone", "key": "t", "optional": True}},
+            }
+        )
         assert env == {}
 
     def test_env_from_with_prefix_skips_invalid_names(self) -> None:
-        env = _env({"name": "LEVEL", "value": "info"},
-                   env_from=[{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}])
+        env = _env(
+            {"name": "LEVEL", "value": "info"},
+            env_from=[{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        )
         assert env == {"CFG_LEVEL": "debug", "LEVEL": "info"}
 
     def test_referenced_objects(self) -> None:
@@ -87,8 +113,12 @@ class TestRemapPaths:
     mounts = {"/var/cache/mmop": "/state/pods/p/volumes/model-cache", "/tmp": "/state/tmp"}
 
     def test_mount_path_and_paths_below_it(self) -> None:
-        env = {"MMOP_CACHE_DIR": "/var/cache/mmop", "HF_HOME": "/var/cache/mmop/hf",
-               "OTHER": "/var/cache/mmopx", "PLAIN": "hello"}
+        env = {
+            "MMOP_CACHE_DIR": "/var/cache/mmop",
+            "HF_HOME": "/var/cache/mmop/hf",
+            "OTHER": "/var/cache/mmopx",
+            "PLAIN": "hello",
+        }
         remapped = podenv.remap_paths(env, self.mounts, exists=lambda _: False)
         assert remapped == {
             "MMOP_CACHE_DIR": "/state/pods/p/volumes/model-cache",
@@ -109,10 +139,17 @@ class TestRemapPaths:
 
 
 def test_process_env_forces_host_and_follows_tmp() -> None:
-    container = {"env": [{"name": "MMOP_HOST", "value": "0.0.0.0"},
-                         {"name": "HF_HOME", "value": "/var/cache/mmop/hf"}]}
+    container = {
+        "env": [
+            {"name": "MMOP_HOST", "value": "0.0.0.0"},
+            {"name": "HF_HOME", "value": "/var/cache/mmop/hf"},
+        ]
+    }
     env = podenv.process_env(
-        container, pod=POD, sources=SOURCES, pod_ip="127.0.0.9",
+        container,
+        pod=POD,
+        sources=SOURCES,
+        pod_ip="127.0.0.9",
         mounts={"/var/cache/mmop": "/local/cache", "/tmp": "/local/tmp"},
         allocatable=ALLOCATABLE,
         base={"PATH": "/usr/bin", "MMOP_MODEL": "leaked", "KUBECONFIG": "/k"},

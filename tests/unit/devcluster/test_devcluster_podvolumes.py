@@ -12,7 +12,10 @@ SPEC = {
         {"name": "model-cache", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         {"name": "model-store", "persistentVolumeClaim": {"claimName": "models"}},
-        {"name": "settings", "configMap": {"name": "cfg", "items": [{"key": "a", "path": "a.txt"}]}},
+        {
+            "name": "settings",
+            "configMap": {"name": "cfg", "items": [{"key": "a", "path": "a.txt"}]},
+        },
         {"name": "host", "hostPath": {"path": "/srv/data"}},
     ]
 }
@@ -29,7 +32,10 @@ CONTAINER = {
 
 def test_layout() -> None:
     layout = podvolumes.layout(
-        SPEC, CONTAINER, pod_dir=Path("/s/pods/ns/p"), claims_dir=Path("/s/pvcs"),
+        SPEC,
+        CONTAINER,
+        pod_dir=Path("/s/pods/ns/p"),
+        claims_dir=Path("/s/pvcs"),
         sources=EnvSources(config_maps={"cfg": {"a": "1", "b": "2"}}),
     )
     assert layout.mounts == {
@@ -45,6 +51,10 @@ def test_layout() -> None:
 
 
 def test_volume_references() -> None:
-    spec = {"volumes": [{"name": "a", "secret": {"secretName": "s"}},
-                        {"name": "b", "configMap": {"name": "c"}}]}
+    spec = {
+        "volumes": [
+            {"name": "a", "secret": {"secretName": "s"}},
+            {"name": "b", "configMap": {"name": "c"}},
+        ]
+    }
     assert podvolumes.volume_references(spec) == ({"s"}, {"c"})

@@ -9,9 +9,14 @@ CONTAINER = {"ports": [{"name": "http", "containerPort": 8080}]}
 
 def test_http_probe_resolves_named_port_and_keeps_the_time_to_fail() -> None:
     spec = probes.parse_probe(
-        {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
-         "failureThreshold": 3, "timeoutSeconds": 5},
-        container=CONTAINER, period_cap=1.0,
+        {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 5,
+        },
+        container=CONTAINER,
+        period_cap=1.0,
     )
     assert spec is not None
     assert (spec.kind, spec.port, spec.path) == ("http", 8080, "/v2/health/live")
@@ -27,15 +32,13 @@ def test_defaults_of_a_bare_probe() -> None:
 
 
 def test_unknown_port_name_is_unresolved() -> None:
-    spec = probes.parse_probe({"httpGet": {"port": "metrics"}}, container=CONTAINER,
-                              period_cap=1.0)
+    spec = probes.parse_probe({"httpGet": {"port": "metrics"}}, container=CONTAINER, period_cap=1.0)
     assert spec is not None
     assert spec.port is None
 
 
 def test_exec_probe_and_no_probe() -> None:
-    spec = probes.parse_probe({"exec": {"command": ["true"]}}, container=CONTAINER,
-                              period_cap=1.0)
+    spec = probes.parse_probe({"exec": {"command": ["true"]}}, container=CONTAINER, period_cap=1.0)
     assert spec is not None
     assert spec.kind == "exec"
     assert probes.parse_probe(None, container=CONTAINER, period_cap=1.0) is None

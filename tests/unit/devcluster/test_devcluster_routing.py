@@ -18,16 +18,20 @@ def _meta(name: str, ns: str = "ml", **extra: Any) -> dict[str, Any]:
 
 
 def _service(name: str, selector: dict[str, str], ns: str = "ml", target: Any = "http") -> dict:
-    return {"metadata": _meta(name, ns),
-            "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": target}]}}
+    return {
+        "metadata": _meta(name, ns),
+        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": target}]},
+    }
 
 
 def _pod(name: str, version: str, *, ready: bool = True, ip: str = "127.0.0.2") -> dict:
     return {
         "metadata": _meta(name, labels={"mmop.io/model": "clip", "mmop.io/version": version}),
         "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 8080}]}]},
-        "status": {"podIP": ip, "conditions": [{"type": "Ready",
-                                                "status": "True" if ready else "False"}]},
+        "status": {
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
     }
 
 
@@ -36,37 +40,68 @@ def _virtual_service(weights: dict[str, int], hosts: list[str] | None = None) ->
         "metadata": _meta("clip"),
         "spec": {
             "hosts": hosts or ["clip", "clip.ml.svc.cluster.local"],
-            "http": [{"route": [
-                {"destination": {"host": "clip.ml.svc.cluster.local", "subset": v,
-                                 "port": {"number": 80}}, "weight": w}
-                for v, w in weights.items()
-            ]}],
+            "http": [
+                {
+                    "route": [
+                        {
+                            "destination": {
+                                "host": "clip.ml.svc.cluster.local",
+                                "subset": v,
+                                "port": {"number": 80},
+                            },
+                            "weight": w,
+                        }
+                        for v, w in weights.items()
+                    ]
+                }
+            ],
         },
     }
 
 
 DESTINATION_RULE = {
     "metadata": _meta("clip"),
-    "spec": {"host": "clip.ml.svc.cluster.local",
-             "subsets": [{"name": "v1", "labels": {"mmop.io/version": "v1"}},
-                         {"name": "v2", "labels": {"mmop.io/version": "v2"}}]},
+    "spec": {
+        "host": "clip.ml.svc.cluster.local",
+        "subsets": [
+            {"name": "v1", "labels": {"mmop.io/version": "v1"}},
+            {"name": "v2", "labels": {"mmop.io/version": "v2"}},
+        ],
+    },
 }
 SERVICES = [
     _service("clip", {"mmop.io/model": "clip"}),
     _service("clip-v1", {"mmop.io/model": "clip", "mmop.io/version": "v1"}),
     _service("clip-v2", {"mmop.io/model": "clip", "mmop.io/version": "v2"}),
 ]
-PODS = [_pod("clip-v1-a", "v1"), _pod("clip-v1-b", "v1", ip="127.0.0.3"),
-        _pod("clip-v2-a", "v2", ip="127.0.0.4"), _pod("clip-v2-x", "v2", ready=False)]
+PODS = [
+    _pod("clip-v1-a", "v1"),
+    _pod("clip-v1-b", "v1", ip="127.0.0.3"),
+    _pod("clip-v2-a", "v2", ip="127.0.0.4"),
+    _pod("clip-v2-x", "v2", ready=False),
+]
 
 
 def _http_route(weights: dict[str, int]) -> dict:
     return {
         "metadata": _meta("clip"),
-        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "clip", "port": 80}],
-                 "rules": [{"backendRefs": [{"group": "", "kind": "Service", "name": f"clip-{v}",
-                                             "port": 80, "weight": w}
-                                            for v, w in weights.items()]}]},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "clip", "port": 80}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {
+                            "group": "",
+                            "kind": "Service",
+                            "name": f"clip-{v}",
+                            "port": 80,
+                            "weight": w,
+                        }
+                        for v, w in weights.items()
+                    ]
+                }
+            ],
+        },
     }
 
 
@@ -103,8 +138,10 @@ class TestHosts:
 
 class TestFindRoute:
     def test_virtual_service_by_host(self) -> None:
-        view = _view(virtual_services=[_virtual_service({"v1": 75, "v2": 25})],
-                     destination_rules=[DESTINATION_RULE])
+        view = _view(
+            virtual_services=[_virtual_service({"v1": 75, "v2": 25})],
+            destination_rules=[DESTINATION_RULE],
+        )
         route = routing.find_route(view, Request(host="clip.ml", path="/v2/health/ready"))
         assert route is not None
         assert route.via == "VirtualService clip"
@@ -114,8 +151,10 @@ class TestFindRoute:
         ]
 
     def test_virtual_service_short_host_is_relative_to_its_namespace(self) -> None:
-        view = _view(virtual_services=[_virtual_service({"v1": 100}, hosts=["clip"])],
-                     destination_rules=[DESTINATION_RULE])
+        view = _view(
+            virtual_services=[_virtual_service({"v1": 100}, hosts=["clip"])],
+            destination_rules=[DESTINATION_RULE],
+        )
         route = routing.find_route(view, Request(host="clip.ml.svc.cluster.local", path="/"))
         assert route is not None
         assert route.via == "VirtualService clip"
@@ -128,8 +167,9 @@ class TestFindRoute:
         assert route.backends[0].version == "v1"
 
     def test_missing_subset_is_a_problem_not_a_crash(self) -> None:
-        view = _view(virtual_services=[_virtual_service({"v3": 100})],
-                     destination_rules=[DESTINATION_RULE])
+        view = _view(
+            virtual_services=[_virtual_service({"v3": 100})], destination_rules=[DESTINATION_RULE]
+        )
         route = routing.find_route(view, Request(host="clip.ml", path="/"))
         assert route is not None
         assert route.backends[0].problem is not None
@@ -140,8 +180,7 @@ class TestFindRoute:
         route = routing.find_route(view, Request(host="clip.ml.svc", path="/"))
         assert route is not None
         assert route.via == "HTTPRoute clip"
-        assert [(b.service, b.weight) for b in route.backends] == [("clip-v1", 90),
-                                                                   ("clip-v2", 10)]
+        assert [(b.service, b.weight) for b in route.backends] == [("clip-v1", 90), ("clip-v2", 10)]
 
     def test_plain_service(self) -> None:
         route = routing.find_route(_view(), Request(host="clip.ml", path="/"))
@@ -150,8 +189,12 @@ class TestFindRoute:
         assert route.backends == (Backend(version="", weight=1, namespace="ml", service="clip"),)
 
     def test_path_with_namespace_header(self) -> None:
-        request = Request(host="127.0.0.1:8000", path="/v2/models/clip/infer", method="POST",
-                          headers={"x-mmop-namespace": "ml"})
+        request = Request(
+            host="127.0.0.1:8000",
+            path="/v2/models/clip/infer",
+            method="POST",
+            headers={"x-mmop-namespace": "ml"},
+        )
         route = routing.find_route(_view(), request)
         assert route is not None
         assert route.model == ServiceRef("ml", "clip")
@@ -161,21 +204,26 @@ class TestFindRoute:
         assert routing.find_route(_view(), request) is None
 
     def test_unknown_host_falls_back_to_the_path(self) -> None:
-        request = Request(host="nothing.ml", path="/v2/models/clip/ready",
-                          headers={"X-Mmop-Namespace": "ml"})
+        request = Request(
+            host="nothing.ml", path="/v2/models/clip/ready", headers={"X-Mmop-Namespace": "ml"}
+        )
         route = routing.find_route(_view(), request)
         assert route is not None
         assert route.model.name == "clip"
 
     def test_virtual_service_match_rules(self) -> None:
         vs = _virtual_service({"v1": 100})
-        vs["spec"]["http"].insert(0, {
-            "match": [{"headers": {"x-canary": {"exact": "yes"}}, "uri": {"prefix": "/v2"}}],
-            "route": [{"destination": {"host": "clip", "subset": "v2"}}],
-        })
+        vs["spec"]["http"].insert(
+            0,
+            {
+                "match": [{"headers": {"x-canary": {"exact": "yes"}}, "uri": {"prefix": "/v2"}}],
+                "route": [{"destination": {"host": "clip", "subset": "v2"}}],
+            },
+        )
         view = _view(virtual_services=[vs], destination_rules=[DESTINATION_RULE])
-        canary = routing.find_route(view, Request(host="clip.ml", path="/v2/x",
-                                                  headers={"X-Canary": "yes"}))
+        canary = routing.find_route(
+            view, Request(host="clip.ml", path="/v2/x", headers={"X-Canary": "yes"})
+        )
         plain = routing.find_route(view, Request(host="clip.ml", path="/v2/x"))
         assert canary is not None and plain is not None
         assert [(b.version, b.weight) for b in canary.backends] == [("v2", 100)]
@@ -183,8 +231,9 @@ class TestFindRoute:
 
     def test_http_route_path_match(self) -> None:
         route_obj = _http_route({"v1": 1})
-        route_obj["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix",
-                                                              "value": "/v2/models"}}]
+        route_obj["spec"]["rules"][0]["matches"] = [
+            {"path": {"type": "PathPrefix", "value": "/v2/models"}}
+        ]
         view = _view(http_routes=[route_obj])
         hit = routing.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
         miss = routing.find_route(view, Request(host="clip.ml", path="/v2/modelsx"))
@@ -207,7 +256,7 @@ class TestChoice:
         first = [routing.choose_backend(backends, one) for _ in range(50)]
         second = [routing.choose_backend(backends, two) for _ in range(50)]
         assert first == second
-        assert len(set(first)) == 2
+        assert {b.version for b in first if b} == {"v1", "v2"}
 
     def test_zero_weight_is_never_chosen(self) -> None:
         backends = [Backend("v1", 100, "ml", "clip"), Backend("v2", 0, "ml", "clip")]

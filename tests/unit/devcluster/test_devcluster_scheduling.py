@@ -11,7 +11,9 @@ def _spec(*containers: dict[str, object], init: tuple[dict[str, object], ...] = 
     return {"containers": list(containers), "initContainers": list(init)}
 
 
-def _container(requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict:
+def _container(
+    requests: dict[str, str] | None = None, limits: dict[str, str] | None = None
+) -> dict:
     resources: dict[str, object] = {}
     if requests:
         resources["requests"] = requests

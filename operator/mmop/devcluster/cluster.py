@@ -1,0 +1,317 @@
+"""``DevCluster``: the whole local control plane (API server, kubelet, router) on one event loop
+in a background thread, plus the operator as a subprocess. ``mmop dev``, the tests and the
+benchmarks all use it.
+
+    with DevCluster(state_dir=tmp, gpus=1) as cluster:
+        cluster.apply(objects)            # server-side apply of any kinds
+        cluster.start_operator()          # python -m mmop.operator --kubeconfig ...
+        httpx.get(cluster.router_url + "/v2/models/clip/ready")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from mmop.devcluster import manifests, meshcrds
+from mmop.devcluster.apiserver import ApiServer, write_kubeconfig
+from mmop.devcluster.informer import Cache
+from mmop.devcluster.kubelet import KINDS as KUBELET_KINDS
+from mmop.devcluster.kubelet import Kubelet, KubeletConfig
+from mmop.devcluster.podworker import die_with_parent
+from mmop.devcluster.router import KINDS as ROUTER_KINDS
+from mmop.devcluster.router import Router
+from mmop.operator import crd, kube
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+START_TIMEOUT: Final = 60.0
+CALL_TIMEOUT: Final = 120.0
+OPERATOR_STOP_TIMEOUT: Final = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def platform_crds() -> list[dict[str, Any]]:
+    """The CRDs every dev cluster has: MultimodalModel and the routing kinds."""
+    return [crd.build_crd(), *meshcrds.routing_crds()]
+
+
+class DevCluster:
+    """A local control plane. ``start()`` (or ``with``) returns once it serves."""
+
+    def __init__(
+        self,
+        state_dir: str | Path = ".mmop-dev",
+        *,
+        api_port: int = 0,
+        router_port: int = 0,
+        gpus: int = 0,
+        host: str = "127.0.0.1",
+        namespace: str = "default",
+        router_seed: int | None = None,
+        kubelet: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``kubelet``: extra :class:`KubeletConfig` fields (``probe_period_cap``,
+        ``backoff_initial``, ``shutdown_grace``, ...)."""
+        self.state_dir = Path(state_dir).resolve()
+        self.kubeconfig = self.state_dir / "kubeconfig"
+        self.namespace = namespace
+        self._host = host
+        self._api_port = api_port
+        self._router_port = router_port
+        self._kubelet_config = KubeletConfig(
+            state_dir=self.state_dir, gpus=gpus, **dict(kubelet or {})
+        )
+        self._rng = random.Random(router_seed)
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._server: ApiServer | None = None
+        self._client: kube.KubeClient | None = None
+        self._cache: Cache | None = None
+        self._kubelet: Kubelet | None = None
+        self._router: Router | None = None
+        self._operator: subprocess.Popen[bytes] | None = None
+        self.operator_health_port: int | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> DevCluster:
+        if self._thread is not None:
+            return self
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._main, name="mmop-devcluster", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT):
+            raise RuntimeError(f"the dev cluster did not start within {START_TIMEOUT:.0f}s")
+        if self._error is not None:
+            self._thread.join(10)
+            raise RuntimeError(f"the dev cluster did not start: {self._error}") from self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop the operator, every pod process, the router and the API server."""
+        if self._thread is None:
+            return
+        with contextlib.suppress(Exception):
+            self.stop_operator()
+        if self._thread.is_alive() and self._ready.is_set() and self._error is None:
+            future = asyncio.run_coroutine_threadsafe(self._astop(), self._loop)
+            try:
+                future.result(self._kubelet_config.shutdown_grace + 30)
+            except Exception:
+                log.exception("dev cluster shutdown failed")
+                if self._kubelet is not None:
+                    self._kubelet.kill_all()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._thread = None
+
+    def __enter__(self) -> DevCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._astart())
+        except BaseException as error:  # reported to the starting thread
+            self._error = error
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(self._astop())
+            self._ready.set()
+            self._loop.close()
+            return
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+    async def _astart(self) -> None:
+        self._server = ApiServer(self._host, self._api_port)
+        await self._server.start()
+        write_kubeconfig(self.kubeconfig, self._server.url, self.namespace)
+        self._client = kube.KubeClient(
+            kube.Connection(server=self._server.url), field_manager=manifests.FIELD_MANAGER
+        )
+        await manifests.apply(self._client, platform_crds())
+        kinds = tuple(dict.fromkeys((*KUBELET_KINDS, *ROUTER_KINDS)))
+        self._cache = Cache(self._client, kinds)
+        self._kubelet = Kubelet(self._client, self._cache, config=self._kubelet_config)
+        await self._kubelet.start()
+        self._router = Router(
+            self._cache,
+            host=self._host,
+            port=self._router_port,
+            rng=self._rng,
+            default_namespace=self.namespace,
+        )
+        await self._router.start()
+        await asyncio.wait_for(self._cache.wait_synced(), START_TIMEOUT)
+
+    async def _astop(self) -> None:
+        if self._kubelet is not None:
+            await self._kubelet.stop()
+        if self._router is not None:
+            await self._router.stop()
+        if self._cache is not None:
+            await self._cache.stop()
+        if self._client is not None:
+            await self._client.close()
+        if self._server is not None:
+            await self._server.stop()
+
+    # --- use -------------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        assert self._server is not None, "not started"
+        return self._server.url
+
+    @property
+    def router_url(self) -> str:
+        assert self._router is not None, "not started"
+        return self._router.url
+
+    @property
+    def kubelet(self) -> Kubelet:
+        assert self._kubelet is not None, "not started"
+        return self._kubelet
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float = CALL_TIMEOUT) -> T:
+        """Run a coroutine on the cluster's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _call_in_loop_thread(self, fn: Callable[[], T], *, timeout: float = CALL_TIMEOUT) -> T:
+        """Call a plain function on the cluster's thread (where child processes must start)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as error:  # handed to the caller
+                future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(call)
+        return future.result(timeout)
+
+    def apply(self, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Server-side apply of manifests of any kinds; returns the stored objects."""
+        assert self._client is not None, "not started"
+        return self.run(
+            manifests.apply(self._client, list(objects), default_namespace=self.namespace)
+        )
+
+    def apply_file(self, path: str | Path) -> list[dict[str, Any]]:
+        return self.apply(manifests.load_documents(str(path)))
+
+    def pids(self) -> dict[str, int]:
+        """``namespace/pod`` -> pid of each pod process alive now."""
+
+        async def read() -> dict[str, int]:
+            return self.kubelet.pids()
+
+        return self.run(read())
+
+    # --- the operator ----------------------------------------------------------------------------
+    @property
+    def operator_log(self) -> Path:
+        return self.logs_dir / "operator.log"
+
+    @property
+    def operator(self) -> subprocess.Popen[bytes] | None:
+        return self._operator
+
+    def start_operator(self, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Run ``python -m mmop.operator --kubeconfig KUBECONFIG`` (output: ``operator_log``)."""
+        if self._operator is not None and self._operator.poll() is None:
+            return self._operator
+        self.operator_health_port = free_port()
+        # Only --kubeconfig says where the cluster is: no KUBECONFIG or in-cluster settings.
+        child_env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+        }
+        child_env["MMOP_OPERATOR_HEALTH_PORT"] = str(self.operator_health_port)
+        child_env.update(env or {})
+        command = [sys.executable, "-m", "mmop.operator", "--kubeconfig", str(self.kubeconfig)]
+
+        def spawn() -> subprocess.Popen[bytes]:
+            # Forked from the cluster's thread: it dies with that thread (PR_SET_PDEATHSIG).
+            self.operator_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.operator_log.open("ab") as out:
+                return subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=child_env,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
+
+        self._operator = self._call_in_loop_thread(spawn)
+        log.info("operator started (pid %s)", self._operator.pid)
+        return self._operator
+
+    def stop_operator(self, *, timeout: float = OPERATOR_STOP_TIMEOUT) -> int | None:
+        """SIGTERM the operator and wait (SIGKILL after ``timeout``); its exit status."""
+        process = self._operator
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return self.kill_operator()
+        self._operator = None
+        return process.returncode
+
+    def kill_operator(self) -> int | None:
+        """SIGKILL the operator (a crash, for restart tests); its exit status."""
+        process = self._operator
+        if process is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        self._operator = None
+        return process.returncode
