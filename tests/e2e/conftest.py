@@ -24,6 +24,14 @@ from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
 TASK = contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION
+OPERATOR_ENV = {"MMOP_OPERATOR_RESYNC_SECONDS": "2"}
+# Runs after every other test of the session: it checks what the operator used all along.
+RUN_LAST = ("test_operator_used_only_what_its_rbac_grants",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last = [item for item in items if item.name in RUN_LAST]
+    items[:] = [item for item in items if item.name not in RUN_LAST] + last
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +43,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     # One fake GPU on the local node: a canary asking for two stays Pending.
     with DevCluster(tmp_path_factory.mktemp("dev"), gpus=1, router_seed=11) as dev:
-        dev.start_operator(env={"MMOP_OPERATOR_RESYNC_SECONDS": "2"})
+        dev.start_operator(env=OPERATOR_ENV)
         yield dev
 
 
@@ -43,8 +51,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 def kubectl(cluster: DevCluster, kubectl_bin: str) -> Callable[..., str]:
     def run(*args: str, stdin: str | None = None, check: bool = True) -> str:
         result = subprocess.run(
-            [kubectl_bin, "--kubeconfig", str(cluster.kubeconfig), *args], input=stdin,
-            capture_output=True, text=True, timeout=180)
+            [kubectl_bin, "--kubeconfig", str(cluster.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result.stdout
@@ -57,11 +69,13 @@ def client(cluster: DevCluster) -> kube.KubeClient:
     return kube.KubeClient(kube.Connection.from_kubeconfig(str(cluster.kubeconfig)))
 
 
-def model_manifest(name: str, *, source: Path, version: str = "v1", namespace: str = "default",
-                   **rollout: Any) -> dict[str, Any]:
+def model_manifest(
+    name: str, *, source: Path, version: str = "v1", namespace: str = "default", **rollout: Any
+) -> dict[str, Any]:
     """A CPU-only MultimodalModel with a fast rollout for tests."""
     return {
-        "apiVersion": "mmop.io/v1alpha1", "kind": "MultimodalModel",
+        "apiVersion": "mmop.io/v1alpha1",
+        "kind": "MultimodalModel",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "version": version,
@@ -70,10 +84,15 @@ def model_manifest(name: str, *, source: Path, version: str = "v1", namespace: s
             "resources": {"gpu": 0, "cpu": "500m", "memory": "2Gi"},
             "replicas": 1,
             "traffic": {"router": "Istio"},
-            "rollout": {"steps": [50, 100], "stepInterval": "4s", "maxFailedChecks": 2,
-                        "progressDeadlineSeconds": 90, "scaleDownDelaySeconds": 3,
-                        "analysis": {"minRequests": 5, "maxErrorRate": 0.05,
-                                     "maxLatencyP99Ms": 10000}, **rollout},
+            "rollout": {
+                "steps": [50, 100],
+                "stepInterval": "4s",
+                "maxFailedChecks": 2,
+                "progressDeadlineSeconds": 90,
+                "scaleDownDelaySeconds": 3,
+                "analysis": {"minRequests": 5, "maxErrorRate": 0.05, "maxLatencyP99Ms": 10000},
+                **rollout,
+            },
         },
     }
 
@@ -109,6 +128,7 @@ class Traffic:
 
     router_url: str
     model: str
+    headers: dict[str, str] = field(default_factory=dict)
     answers: list[tuple[int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -123,8 +143,11 @@ class Traffic:
         with httpx.Client(base_url=self.router_url, timeout=30) as http:
             while not self._stop.is_set():
                 try:
-                    r = http.post(contract.infer_path(self.model), json=body,
-                                  headers={"Host": f"{self.model}.default"})
+                    r = http.post(
+                        contract.infer_path(self.model),
+                        json=body,
+                        headers={"Host": f"{self.model}.default", **self.headers},
+                    )
                     self.answers.append((r.status_code, r.headers.get("X-Mmop-Version", "")))
                 except httpx.HTTPError:
                     self.answers.append((0, ""))
@@ -148,15 +171,21 @@ def model_name() -> str:
 
 
 @pytest.fixture
-def ready_model(cluster: DevCluster, kubectl: Callable[..., str], tiny_clip: Path,
-                model_name: str) -> Iterator[str]:
+def ready_model(
+    cluster: DevCluster, kubectl: Callable[..., str], tiny_clip: Path, model_name: str
+) -> Iterator[str]:
     """A model at v1, Ready, serving through the router; deleted afterwards."""
     apply(kubectl, model_manifest(model_name, source=tiny_clip))
     kubectl("wait", "--for=condition=Ready", f"multimodalmodel/{model_name}", "--timeout=180s")
     yield model_name
     kubectl("delete", "multimodalmodel", model_name, "--wait=false", check=False)
-    wait_for(lambda: not kubectl("get", "deployments", "-l", f"mmop.io/model={model_name}",
-                                 "-o", "name"), within=60, what="children deleted")
+    wait_for(
+        lambda: (
+            not kubectl("get", "deployments", "-l", f"mmop.io/model={model_name}", "-o", "name")
+        ),
+        within=60,
+        what="children deleted",
+    )
 
 
 @pytest.fixture

@@ -32,11 +32,19 @@ def _stable_failures(traffic: Traffic, mark: int, stable: str) -> list[tuple[int
     return [(code, v) for code, v in traffic.answers[mark:] if v == stable and code != 200]
 
 
-def test_apply_then_get_mmmodels(cluster: DevCluster, kubectl: Kubectl,
-                                 ready_model: str) -> None:
+def test_apply_then_get_mmmodels(cluster: DevCluster, kubectl: Kubectl, ready_model: str) -> None:
     columns = _columns(kubectl, ready_model)
-    assert list(columns) == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "REPLICAS",
-                             "URL", "AGE"]
+    assert list(columns) == [
+        "NAME",
+        "READY",
+        "PHASE",
+        "STABLE",
+        "CANARY",
+        "WEIGHT",
+        "REPLICAS",
+        "URL",
+        "AGE",
+    ]
     assert columns["READY"] == "True"
     assert columns["PHASE"] == "Ready"
     assert columns["STABLE"] == "v1"
@@ -45,53 +53,76 @@ def test_apply_then_get_mmmodels(cluster: DevCluster, kubectl: Kubectl,
     assert columns["URL"] == f"http://{ready_model}.default.svc.cluster.local"
     # the short name works too, and the model answers a real inference through the router
     assert ready_model in kubectl("get", "mmm")
-    response = httpx.post(f"{cluster.router_url}/v2/models/{ready_model}/infer",
-                          json=infer_body(), timeout=30)
+    response = httpx.post(
+        f"{cluster.router_url}/v2/models/{ready_model}/infer", json=infer_body(), timeout=30
+    )
     assert response.status_code == 200, response.text
     assert response.headers["X-Mmop-Version"] == "v1"
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert outputs["scores"]["shape"] == [1, 2]
 
 
-def test_canary_is_promoted_step_by_step(kubectl: Kubectl, tiny_clip: Path, ready_model: str,
-                                         traffic: Traffic) -> None:
+def test_canary_is_promoted_step_by_step(
+    kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
+) -> None:
     mark = traffic.mark()
     apply(kubectl, model_manifest(ready_model, source=tiny_clip, version="v2"))
-    half = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("canaryWeight") == 50
-                    and s, within=120, what="canary at 50%")
+    half = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("canaryWeight") == 50 and s,
+        within=120,
+        what="canary at 50%",
+    )
     assert half["phase"] == "Progressing"
     assert half["rollout"]["verifiedAt"]
     # traffic really splits while the canary holds 50%
     split_mark = traffic.mark()
-    wait_for(lambda: {v for _, v in traffic.answers[split_mark:]} >= {"v1", "v2"}, within=30,
-             what="answers from both versions")
-    done = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2"
-                    and s, within=120, what="promotion")
+    wait_for(
+        lambda: {v for _, v in traffic.answers[split_mark:]} >= {"v1", "v2"},
+        within=30,
+        what="answers from both versions",
+    )
+    done = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2" and s,
+        within=120,
+        what="promotion",
+    )
     assert done["phase"] == "Ready"
     assert done.get("canaryVersion") is None
     assert done["history"][-1]["result"] == "Promoted"
     # after promotion (and the scale-down delay) only v2 answers and v1 is gone
-    wait_for(lambda: not kubectl("get", "deployment", f"{ready_model}-v1", "--ignore-not-found",
-                                 "-o", "name"), within=60, what="v1 scaled down")
+    wait_for(
+        lambda: (
+            not kubectl(
+                "get", "deployment", f"{ready_model}-v1", "--ignore-not-found", "-o", "name"
+            )
+        ),
+        within=60,
+        what="v1 scaled down",
+    )
     after = traffic.mark()
     wait_for(lambda: traffic.mark() > after + 10, within=30, what="more traffic")
     assert {v for _, v in traffic.answers[after:]} == {"v2"}
     failures = [a for a in traffic.answers[mark:] if a[0] != 200]
     assert failures == []
-    events = kubectl("get", "events", "--field-selector",
-                     f"involvedObject.name={ready_model}", "-o", "json")
+    events = kubectl(
+        "get", "events", "--field-selector", f"involvedObject.name={ready_model}", "-o", "json"
+    )
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"CanaryCreated", "CanaryVerified", "CanaryWeight", "Promoted"} <= reasons
 
 
-def test_canary_with_errors_is_rolled_back(kubectl: Kubectl, tiny_clip: Path, ready_model: str,
-                                           traffic: Traffic) -> None:
+def test_canary_with_errors_is_rolled_back(
+    kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
+) -> None:
     mark = traffic.mark()
     bad = model_manifest(ready_model, source=tiny_clip, version="v2")
     bad["spec"]["runtime"]["env"] = [{"name": "MMOP_FAULT_ERROR_RATE", "value": "0.6"}]
     apply(kubectl, bad)
-    failed = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed"
-                      and s, within=180, what="rollback")
+    failed = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
+        within=180,
+        what="rollback",
+    )
     assert failed["stableVersion"] == "v1"
     assert failed.get("canaryVersion") is None
     assert failed["canaryWeight"] == 0
@@ -105,18 +136,33 @@ def test_canary_with_errors_is_rolled_back(kubectl: Kubectl, tiny_clip: Path, re
     seen = traffic.since(mark)
     assert any(v == "v2" for (_, v) in seen)
     assert _stable_failures(traffic, mark, "v1") == []
-    wait_for(lambda: not kubectl("get", "deployment", f"{ready_model}-v2", "--ignore-not-found",
-                                 "-o", "name"), within=60, what="canary removed")
+    wait_for(
+        lambda: (
+            not kubectl(
+                "get", "deployment", f"{ready_model}-v2", "--ignore-not-found", "-o", "name"
+            )
+        ),
+        within=60,
+        what="canary removed",
+    )
 
 
-def test_canary_that_cannot_load_is_rolled_back(kubectl: Kubectl, tiny_clip: Path,
-                                                ready_model: str, traffic: Traffic) -> None:
+def test_canary_that_cannot_load_is_rolled_back(
+    kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
+) -> None:
     mark = traffic.mark()
-    broken = model_manifest(ready_model, source=tiny_clip.parent / "no-such-model", version="v2",
-                            progressDeadlineSeconds=30)
+    broken = model_manifest(
+        ready_model,
+        source=tiny_clip.parent / "no-such-model",
+        version="v2",
+        progressDeadlineSeconds=30,
+    )
     apply(kubectl, broken)
-    failed = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed"
-                      and s, within=180, what="rollback")
+    failed = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
+        within=180,
+        what="rollback",
+    )
     reason = failed["history"][-1]["reason"]
     assert "ProgressDeadlineExceeded" in reason
     assert "restarted" in reason or "CrashLoopBackOff" in reason, reason
@@ -125,39 +171,50 @@ def test_canary_that_cannot_load_is_rolled_back(kubectl: Kubectl, tiny_clip: Pat
     assert seen and all(v == "v1" and code == 200 for (code, v) in seen), seen
 
 
-def test_canary_without_gpus_is_rolled_back(kubectl: Kubectl, tiny_clip: Path,
-                                            ready_model: str, traffic: Traffic) -> None:
+def test_canary_without_gpus_is_rolled_back(
+    kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
+) -> None:
     mark = traffic.mark()
-    greedy = model_manifest(ready_model, source=tiny_clip, version="v2",
-                            progressDeadlineSeconds=20)
+    greedy = model_manifest(ready_model, source=tiny_clip, version="v2", progressDeadlineSeconds=20)
     greedy["spec"]["resources"]["gpu"] = 2  # the dev node has one
     apply(kubectl, greedy)
-    failed = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed"
-                      and s, within=120, what="rollback")
+    failed = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
+        within=120,
+        what="rollback",
+    )
     assert "Insufficient nvidia.com/gpu" in failed["history"][-1]["reason"]
     assert _stable_failures(traffic, mark, "v1") == []
     assert all(v == "v1" for (_, v) in traffic.since(mark))
 
 
-def test_operator_restart_mid_rollout_resumes(cluster: DevCluster, kubectl: Kubectl,
-                                              tiny_clip: Path, ready_model: str,
-                                              traffic: Traffic) -> None:
-    apply(kubectl, model_manifest(ready_model, source=tiny_clip, version="v2",
-                                  stepInterval="8s"))
-    wait_for(lambda: status_of(kubectl, ready_model).get("canaryWeight") == 50, within=120,
-             what="canary at 50%")
+def test_operator_restart_mid_rollout_resumes(
+    cluster: DevCluster, kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
+) -> None:
+    apply(kubectl, model_manifest(ready_model, source=tiny_clip, version="v2", stepInterval="8s"))
+    wait_for(
+        lambda: status_of(kubectl, ready_model).get("canaryWeight") == 50,
+        within=120,
+        what="canary at 50%",
+    )
     cluster.kill_operator()  # SIGKILL: no clean shutdown
     frozen = status_of(kubectl, ready_model)
     time.sleep(10)  # longer than a step interval: nothing may move without the operator
     assert status_of(kubectl, ready_model)["canaryWeight"] == frozen["canaryWeight"] == 50
     cluster.start_operator(env={"MMOP_OPERATOR_RESYNC_SECONDS": "2"})
-    done = wait_for(lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2"
-                    and s, within=120, what="promotion after restart")
+    done = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2" and s,
+        within=120,
+        what="promotion after restart",
+    )
     promoted = [h for h in done["history"] if h["result"] == "Promoted"]
     assert [h["version"] for h in promoted] == ["v2"]
     # it resumed where it was: the canary was created and verified once, not again
-    events = json.loads(kubectl("get", "events", "--field-selector",
-                                f"involvedObject.name={ready_model}", "-o", "json"))["items"]
+    events = json.loads(
+        kubectl(
+            "get", "events", "--field-selector", f"involvedObject.name={ready_model}", "-o", "json"
+        )
+    )["items"]
     reasons = [e["reason"] for e in events]
     assert reasons.count("CanaryCreated") == 1
     assert reasons.count("CanaryVerified") == 1

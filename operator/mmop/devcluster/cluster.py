@@ -79,7 +79,7 @@ class DevCluster:
         self._api_port = api_port
         self._router_port = router_port
         self._kubelet_config = KubeletConfig(
-            state_dir=self.state_dir, gpus=gpus, **dict(kubelet or {})
+            state_dir=self.state_dir, gpus=gpus, kubeconfig=self.kubeconfig, **dict(kubelet or {})
         )
         self._rng = random.Random(router_seed)
         self._loop = asyncio.new_event_loop()

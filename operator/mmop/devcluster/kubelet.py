@@ -55,6 +55,7 @@ class KubeletConfig:
     command: tuple[str, ...] = field(default_factory=runtime_command)
     lock_dir: Path | None = None
     base_env: Mapping[str, str] | None = None
+    kubeconfig: Path | None = None
 
     def worker_settings(self) -> WorkerSettings:
         return WorkerSettings(
@@ -64,6 +65,7 @@ class KubeletConfig:
             backoff_max=self.backoff_max,
             base_env=dict(os.environ if self.base_env is None else self.base_env),
             gpus=self.gpus,
+            kubeconfig=self.kubeconfig,
         )
 
 

@@ -3,9 +3,11 @@ probe it (startup, readiness, liveness), restart it with exponential back-off wh
 fails its liveness probe (CrashLoopBackOff), and stop it with SIGTERM, then SIGKILL after the
 grace period. Output goes to a log file per pod.
 
-The container's ``image``, ``command`` and ``args`` are ignored: every pod runs the runtime of
-this Python environment. Only the first container runs; other containers (sidecars) are
-reported as running and ready without a process.
+The container's ``image`` is ignored: pods run this Python environment's programs. A container
+whose command is one of mmop's own (``mmop ...``, such as the chart's operator pod, or
+``mmop-runtime ...``) runs that command with its arguments; any other runs ``mmop-runtime``.
+Only the first container runs; other containers (sidecars) are reported as running and ready
+without a process.
 """
 
 from __future__ import annotations
@@ -43,6 +45,23 @@ SourceFetcher = Callable[[str, set[str], set[str]], Awaitable[podenv.EnvSources]
 def runtime_command() -> tuple[str, ...]:
     """What every pod runs: this environment's ``mmop-runtime``."""
     return (sys.executable, "-m", "mmop.runtime.cli")
+
+
+_OWN_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "mmop": ("-m", "mmop.operator.cli"),
+    "mmop-runtime": ("-m", "mmop.runtime.cli"),
+}
+
+
+def container_command(container: Mapping[str, Any], *, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The local command for a container: mmop's own programs as written (command + args, run
+    with this interpreter), anything else ``default`` (the runtime)."""
+    command = [str(c) for c in container.get("command") or []]
+    args = [str(a) for a in container.get("args") or []]
+    words = command + args if command else args
+    if words and os.path.basename(words[0]) in _OWN_PROGRAMS:
+        return (sys.executable, *_OWN_PROGRAMS[os.path.basename(words[0])], *words[1:])
+    return default
 
 
 def die_with_parent() -> None:
@@ -88,6 +107,9 @@ class WorkerSettings:
     backoff_max: float = 60.0
     base_env: Mapping[str, str] = field(default_factory=dict)
     gpus: int = 0
+    kubeconfig: Path | None = None
+    """Given as KUBECONFIG to pods that mount a service-account token (the local stand-in
+    for in-cluster credentials)."""
 
 
 def exit_code_of(returncode: int) -> int:
@@ -302,6 +324,9 @@ class PodWorker:
                 self._changed()
             return None
         env.update(self._extra_env)
+        automount = (self.pod.get("spec") or {}).get("automountServiceAccountToken", True)
+        if automount is not False and self._settings.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self._settings.kubeconfig)
         return env
 
     async def _spawn(self, env: dict[str, str]) -> int:
@@ -316,7 +341,7 @@ class PodWorker:
             handle.write(header.encode())
             handle.flush()
             self._process = await asyncio.create_subprocess_exec(
-                *self._settings.command,
+                *container_command(self.container, default=self._settings.command),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=handle,
                 stderr=asyncio.subprocess.STDOUT,

@@ -162,3 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -212,16 +212,28 @@ class WriteCounter:
         self.by_verb[verb] = self.by_verb.get(verb, 0) + 1
 
 
+DEFAULT_USER_AGENT = "mmop/0.1"
+
+
 class KubeClient:
-    """Async access to one API server. Raises :class:`ApiError` subclasses on failures."""
+    """Async access to one API server. Raises :class:`ApiError` subclasses on failures.
+
+    ``user_agent`` names the component in the API server's audit log (the operator says
+    ``mmop-operator/...``, so its requests can be told from the dev cluster's own).
+    """
 
     def __init__(
-        self, connection: Connection, *, timeout: float = 30.0, field_manager: str = "mmop"
+        self,
+        connection: Connection,
+        *,
+        timeout: float = 30.0,
+        field_manager: str = "mmop",
+        user_agent: str = DEFAULT_USER_AGENT,
     ) -> None:
         self.connection = connection
         self.field_manager = field_manager
         self.writes = WriteCounter()
-        headers = {"Accept": "application/json", "User-Agent": "mmop/0.1"}
+        headers = {"Accept": "application/json", "User-Agent": user_agent}
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         self._http = httpx.AsyncClient(

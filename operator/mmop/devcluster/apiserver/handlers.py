@@ -6,6 +6,7 @@ bodies), watch streams, discovery, OpenAPI, health, and the audit trail of write
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from mmop.devcluster.apiserver import (
     watchstream,
 )
 from mmop.devcluster.apiserver.audit import AuditLog, ReadLog, ReadRecord
+from mmop.devcluster.apiserver.faults import FaultInjector, FaultRule, injected_error
 from mmop.devcluster.apiserver.operations import (
     FIELD_VALIDATION,
     Api,
@@ -110,6 +112,7 @@ class Handler:
         self.api = api
         self.audit = audit
         self.reads = ReadLog()
+        self.faults = FaultInjector()  # POST /debug/faults: errors, delays, drops for tests
         self.watch_settings = watch
         self.address = address
         self._openapi_cache: dict[tuple[int, str], tuple[JsonDict, str]] = {}
@@ -156,7 +159,7 @@ class Handler:
         if head == "openapi":
             return self._openapi(request, parts[1:])
         if head == "debug":
-            return self._debug(request, parts[1:])
+            return await self._debug(request, parts[1:])
         if head == "api":
             if len(parts) == 1:
                 return self._discovery_root(request, core=True)
@@ -230,7 +233,7 @@ class Handler:
             self._openapi_cache[(revision, key)] = found
         return found
 
-    def _debug(self, request: web.Request, parts: list[str]) -> web.Response:
+    async def _debug(self, request: web.Request, parts: list[str]) -> web.Response:
         if parts == ["audit"]:
             if request.method == "DELETE":
                 self.audit.clear()
@@ -241,6 +244,16 @@ class Handler:
                 raise errors.bad_request("since must be an integer") from exc
             records = [r.to_dict() for r in self.audit.records(since=since)]
             return json_response({"lastIndex": self.audit.last_index, "records": records})
+        if parts == ["reads"] and request.method == "GET":
+            reads = sorted(self.reads.records(), key=lambda r: (r.user_agent, r.resource, r.verb))
+            return json_response({"records": [dataclasses.asdict(r) for r in reads]})
+        if parts == ["faults"]:
+            if request.method == "POST":
+                rule = self.faults.add(await self._body(request))
+                return json_response(rule.to_dict(), status=201)
+            if request.method == "DELETE":
+                self.faults.clear()
+            return json_response({"rules": self.faults.rules()})
         if parts == ["compact"] and request.method == "POST":
             rv = self.api.store.resource_version
             self.api.store.hub.compact(rv)
@@ -283,8 +296,8 @@ class Handler:
         target = Target(rtype, info, namespace, name, subresource)
         method = request.method
         query = request.query
+        is_watch = method == "GET" and (watch_path or _flag(query.get("watch")))
         if method == "GET":
-            is_watch = watch_path or _flag(query.get("watch"))
             self.reads.add(
                 ReadRecord(
                     verb="watch" if is_watch else ("get" if name is not None else "list"),
@@ -295,6 +308,10 @@ class Handler:
                     user_agent=request.headers.get("User-Agent", ""),
                 )
             )
+        injected = await self._inject_fault(request, target, is_watch=is_watch)
+        if injected is not None:
+            return injected
+        if method == "GET":
             if is_watch:
                 if name is not None:  # legacy /watch/.../NAME: a watch with a name field selector
                     target = Target(rtype, info, namespace, None, None)
@@ -307,6 +324,36 @@ class Handler:
         if method not in _WRITE_VERBS:
             raise errors.method_not_allowed()
         return await self._write(request, target)
+
+    async def _inject_fault(
+        self, request: web.Request, target: Target, *, is_watch: bool
+    ) -> web.Response | None:
+        """Apply the fault rule this request matches (see ``faults``); None: serve it."""
+        method = request.method
+        if method == "GET":
+            verb = "watch" if is_watch else ("get" if target.name is not None else "list")
+        elif method == "DELETE" and target.name is None:
+            verb = "deletecollection"
+        else:
+            verb = _WRITE_VERBS.get(method, method.lower())
+        resource = target.rtype.plural + (f"/{target.subresource}" if target.subresource else "")
+        rule: FaultRule | None = self.faults.take(
+            verb=verb, resource=resource, user_agent=request.headers.get("User-Agent", "")
+        )
+        if rule is None:
+            return None
+        if rule.delay_seconds:
+            await asyncio.sleep(rule.delay_seconds)
+        if rule.drop:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)  # never sent: the connection is gone
+        if rule.code is None:
+            return None
+        error = injected_error(rule, verb=verb, resource=resource)
+        if method in _WRITE_VERBS:
+            self._record(request, target, code=error.code, name=target.name)
+        return _error(error)
 
     def _render_one(self, request: web.Request, target: Target, obj: JsonDict) -> web.Response:
         kind = _as(request.headers.get("Accept", ""))

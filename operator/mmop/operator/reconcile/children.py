@@ -3,13 +3,14 @@ what is no longer wanted. A no-op pass makes no writes."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from mmop.operator import kube
 from mmop.operator.builders import meta
-from mmop.operator.reconcile.diff import is_subset
+from mmop.operator.reconcile.diff import is_subset, merge_patch
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,37 @@ CHILD_KINDS: tuple[kube.Kind, ...] = (
     kube.VIRTUAL_SERVICE,
     kube.HTTP_ROUTE,
 )
+
+
+# Maps we own whole: an extra key there is drift too (is_subset alone would keep it), and the
+# patch must delete it. The selector of Service NAME is how plain Service routing pins the stable.
+EXACT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Service": (("spec", "selector"),),
+}
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def update_patch(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that brings ``current`` to ``desired``, or None when nothing differs."""
+    exact = EXACT_FIELDS.get(str(desired.get("kind")), ())
+    stale = [p for p in exact if _get(current, p) != _get(desired, p)]
+    if is_subset(desired, current) and not stale:
+        return None
+    patch: dict[str, Any] = json.loads(json.dumps(desired))
+    for path in stale:
+        removal = merge_patch(_get(current, path) or {}, _get(desired, path) or {})
+        node = patch
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = removal if isinstance(removal, dict) else _get(desired, path)
+    return patch
 
 
 @dataclass
@@ -91,8 +123,9 @@ async def ensure_children(
             continue
         if current["metadata"].get("deletionTimestamp"):
             continue  # recreated once it is gone
-        if not is_subset(obj, current):
-            await client.patch(kind, name=name, namespace=namespace, patch=obj)
+        patch = update_patch(obj, current)
+        if patch is not None:
+            await client.patch(kind, name=name, namespace=namespace, patch=patch)
             report.updated.append(_key(kind, name))
 
     for kind, objects in actual.items():

@@ -91,7 +91,11 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         ctx, mm=mm, deployments=actual.get(kube.DEPLOYMENT, {}), pods=pods, now=now
     )
     decision = machine.next_rollout_decision(
-        spec=mm.spec, status=status, generation=mm.metadata.generation, obs=obs
+        spec=mm.spec,
+        status=status,
+        generation=mm.metadata.generation,
+        obs=obs,
+        tick=ctx.settings.rollout_tick_seconds,
     )
     new_status = decision.status
     new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)

@@ -83,7 +83,10 @@ def wants_canary_metrics(status: models.MultimodalModelStatus) -> bool:
 class _Step:
     """Mutable working copy of the status for one decision."""
 
-    def __init__(self, status: models.MultimodalModelStatus, obs: Observations) -> None:
+    def __init__(
+        self, status: models.MultimodalModelStatus, obs: Observations, *, tick: float
+    ) -> None:
+        self.tick = tick
         self.s = status.model_copy(deep=True)
         self.obs = obs
         self.now = obs.now
@@ -129,9 +132,11 @@ def next_rollout_decision(
     status: models.MultimodalModelStatus,
     generation: int | None,
     obs: Observations,
+    tick: float = TICK_SECONDS,
 ) -> Decision:
-    """Decide the next status. Idempotent: the same inputs give the same decision."""
-    step = _Step(status, obs)
+    """Decide the next status. Idempotent: the same inputs give the same decision. ``tick``:
+    how soon to look again while waiting on something in flight."""
+    step = _Step(status, obs, tick=tick)
     desired = spec.serving()
     desired_rev = desired.revision()
     s = step.s
@@ -176,7 +181,7 @@ def _first_deploy(step: _Step, desired: models.ServingSpec, desired_rev: str) ->
         step.event("Deployed", f"version {s.stable_version} is serving")
     else:
         s.phase = models.Phase.DEPLOYING
-        step.due_in(TICK_SECONDS)
+        step.due_in(step.tick)
 
 
 def _back_to_stable(step: _Step) -> None:
@@ -238,7 +243,7 @@ def _start_canary(step: _Step, desired: models.ServingSpec, desired_rev: str) ->
     s.phase = models.Phase.PROGRESSING
     step.action = "create-canary"
     step.event("CanaryCreated", f"canary {name} (revision {desired_rev}) created at weight 0")
-    step.due_in(TICK_SECONDS)
+    step.due_in(step.tick)
 
 
 def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
@@ -270,7 +275,7 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
             why += f": test inference failed: {step.obs.smoke.message}"
         _start_rollback(step, "ProgressDeadlineExceeded", why)
         return
-    step.due_in(min(TICK_SECONDS, deadline - elapsed + 0.5))
+    step.due_in(min(step.tick, deadline - elapsed + 0.5))
     if not canary.available or step.obs.smoke is None:
         step.action = "wait-canary"
         return
@@ -332,7 +337,7 @@ def _manual_weight(step: _Step, spec: models.MultimodalModelSpec) -> None:
             )
         s.canary_weight = 0
         step.action = "refuse-weight"
-        step.due_in(TICK_SECONDS)
+        step.due_in(step.tick)
         return
     if wanted == 100 and not spec.rollout.paused:
         _promote(step, spec, "canaryWeight set to 100")
@@ -341,7 +346,7 @@ def _manual_weight(step: _Step, spec: models.MultimodalModelSpec) -> None:
         step.action = "manual-weight"
         _set_weight(step, wanted, step_index=s.rollout.step if s.rollout else 0)
     s.phase = models.Phase.PROGRESSING
-    step.due_in(TICK_SECONDS)
+    step.due_in(step.tick)
 
 
 def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
@@ -357,7 +362,7 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     if waited < interval:
         step.due_in(interval - waited)
         return
-    step.due_in(TICK_SECONDS)
+    step.due_in(step.tick)
     now = conditions.rfc3339(step.now)
     canary = step.obs_of(s.canary_version)
     if canary.ready == 0:
