@@ -120,13 +120,23 @@ def test_json_schema_conversion() -> None:
 def test_duplicates_in_set_and_map_lists() -> None:
     from mmop.devcluster.apiserver.schema import duplicates
 
-    spec_schema = {"type": "object", "properties": {
-        "steps": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "integer"}},
-        "metrics": {"type": "array", "x-kubernetes-list-type": "map",
-                    "x-kubernetes-list-map-keys": ["type"],
-                    "items": {"type": "object", "properties": {"type": {"type": "string"}}}},
-        "free": {"type": "array", "items": {"type": "integer"}},
-    }}
+    spec_schema = {
+        "type": "object",
+        "properties": {
+            "steps": {
+                "type": "array",
+                "x-kubernetes-list-type": "set",
+                "items": {"type": "integer"},
+            },
+            "metrics": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {"type": "object", "properties": {"type": {"type": "string"}}},
+            },
+            "free": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
     ok = {"steps": [1, 2], "metrics": [{"type": "CPU"}, {"type": "QPS"}], "free": [1, 1]}
     assert duplicates(ok, spec_schema) == []
     bad = {"steps": [1, 1], "metrics": [{"type": "CPU"}, {"type": "CPU", "x": 1}]}
