@@ -16,6 +16,7 @@ _FOLDER_MARKERS = {
     "unit": pytest.mark.unit,
     "integration": pytest.mark.integration,
     "e2e": pytest.mark.e2e,
+    "reliability": pytest.mark.reliability,
 }
 
 

@@ -137,10 +137,15 @@ def decode_audio(data: bytes, *, what: str, sampling_rate: int, max_seconds: flo
         raise InvalidInput(f"{what} could not be decoded: {_short(exc)}") from None
     if samples.size == 0:
         raise InvalidInput(f"{what} holds no audio samples")
-    mono = samples.mean(axis=1, dtype=np.float32)
+    # Float files can hold inf/NaN or values near the float32 limit: numpy would warn (and log)
+    # on every such request; the result is checked instead, and refused if not finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mono: FloatArray = samples.mean(axis=1, dtype=np.float32)
+        if np.all(np.isfinite(mono)):
+            mono = resample(mono, source_rate=int(rate), target_rate=sampling_rate)
     if not np.all(np.isfinite(mono)):
-        raise InvalidInput(f"{what} holds samples that are not finite numbers")
-    return resample(mono, source_rate=int(rate), target_rate=sampling_rate)
+        raise InvalidInput(f"{what} holds samples that are not finite numbers (or too large)")
+    return mono
 
 
 def resample(samples: FloatArray, *, source_rate: int, target_rate: int) -> FloatArray:
@@ -168,5 +173,8 @@ def resample(samples: FloatArray, *, source_rate: int, target_rate: int) -> Floa
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    # libsndfile's errors name the BytesIO object ("Error opening <... at 0x7f...>: ..."): the
+    # client gets libsndfile's own message, not our memory addresses.
+    raw = getattr(exc, "error_string", None) or str(exc)
+    text = " ".join(str(raw).split()) or type(exc).__name__
     return text[:200]

@@ -10,12 +10,16 @@ from typing import Any
 
 import kopf
 
+from mmop.operator import kube
 from mmop.operator.handlers.state import MEMO_KEY, OperatorState
 from mmop.operator.reconcile.model import reconcile_model
 
 log = logging.getLogger(__name__)
 DEBOUNCE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 30.0
+# A 409 means someone else wrote first: the next pass re-reads and usually succeeds, so it comes
+# soon and does not grow the back-off meant for an API server that fails.
+CONFLICT_RETRY_SECONDS = 1.0
 
 
 async def handle_daemon(
@@ -33,6 +37,9 @@ async def handle_daemon(
                 outcome = await reconcile_model(ctx, namespace=namespace, name=name)
             except asyncio.CancelledError:
                 raise
+            except kube.ConflictError as error:
+                delay = CONFLICT_RETRY_SECONDS
+                log.info("%s/%s: conflict (%s); retrying in %.0f s", namespace, name, error, delay)
             except Exception as error:  # kopf would restart us; keeping the loop keeps state
                 failures += 1
                 delay = min(2.0**failures, MAX_BACKOFF_SECONDS)
