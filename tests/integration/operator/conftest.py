@@ -19,44 +19,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from mmop.devcluster import meshcrds
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
 from mmop.operator import crd, kube
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
-
-# Minimal route CRDs; their real schemas are checked in the builders' unit tests.
-ROUTE_CRDS = [
-    ("networking.istio.io", "v1", "virtualservices", "VirtualService"),
-    ("networking.istio.io", "v1", "destinationrules", "DestinationRule"),
-    ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
-]
-
-
-def route_crd(group: str, version: str, plural: str, kind: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": version,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
 
 
 def free_port() -> int:
@@ -80,7 +48,7 @@ def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 async def client(kubeconfig: Path) -> AsyncIterator[kube.KubeClient]:
     async with kube.KubeClient(kube.Connection.from_kubeconfig(str(kubeconfig))) as c:
-        for obj in [crd.build_crd(), *[route_crd(*r) for r in ROUTE_CRDS]]:
+        for obj in [crd.build_crd(), *meshcrds.routing_crds()]:
             await c.create(kube.CRD, obj)
         yield c
 

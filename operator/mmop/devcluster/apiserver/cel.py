@@ -15,6 +15,8 @@ import itertools
 import logging
 from typing import Any
 
+from mmop.devcluster.apiserver.schema import type_name as _type_name
+
 JsonDict = dict[str, Any]
 logger = logging.getLogger(__name__)
 NO_OLD: Any = object()  # no previous object (a create)
@@ -39,20 +41,6 @@ def _program(rule: str) -> Any:
     except Exception as exc:  # an unsupported rule is skipped, see the module docstring
         logger.debug("CEL rule not compiled, skipped: %r: %s", rule, exc)
         return None
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return "string"
 
 
 def _evaluate(rule: JsonDict, value: Any, old: Any) -> bool | None:

@@ -138,7 +138,8 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The JSON type of a value, as the server names it in messages."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -174,7 +175,7 @@ def _cause(error: jsonschema.ValidationError) -> list[dict[str, str]]:
     if keyword == "type":
         want = expected if isinstance(expected, str) else "/".join(expected)
         message = (
-            f'Invalid value: "{_type_name(value)}": {where} in body must be of type '
+            f'Invalid value: "{type_name(value)}": {where} in body must be of type '
             f"{want}: {_show(value)}"
         )
         return [{"reason": "FieldValueTypeInvalid", "message": message, "field": field}]
