@@ -2,18 +2,20 @@
 
 Requests are split into samples (one image, text or audio each) that wait in one FIFO queue.
 The worker takes up to ``max_batch_size`` samples, or fewer once ``max_delay`` has passed since
-the oldest one arrived, runs the forward pass and hands each request its results. Batch forming
+the oldest one arrived (or since the previous batch ended, if later) and no admitted request is
+still being decoded, runs the forward pass and hands each request its results. Batch forming
 (``batch_wait``, ``collate``) is pure and tested without threads or a server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -22,6 +24,7 @@ from mmop.runtime.errors import InferenceFailed, NotReady, QueueTimeout, Runtime
 log = logging.getLogger(__name__)
 
 _IDLE_TICK: Final = 1.0  # seconds between liveness ticks of an idle worker
+_DECODE_WEIGHT: Final = 0.2  # of the newest decode time in its moving average
 
 
 # --- pure batch forming ---------------------------------------------------------------------
@@ -49,14 +52,36 @@ class Collated(Generic[T]):
 
 
 def batch_wait(
-    *, waiting: int, oldest_enqueued_at: float, now: float, max_batch_size: int, max_delay: float
+    *,
+    waiting: int,
+    oldest_enqueued_at: float,
+    now: float,
+    max_batch_size: int,
+    max_delay: float,
+    free_since: float | None = None,
+    incoming: int = 0,
+    newest_enqueued_at: float | None = None,
+    arrival_gap: float = 0.0,
 ) -> float:
-    """Seconds to wait for a fuller batch; 0 means: dispatch now."""
+    """Seconds to wait for a fuller batch; 0 means: dispatch now.
+
+    The delay counts from the oldest waiting sample's arrival, or from ``free_since`` (when
+    the worker finished its previous batch) if that is later: a sample that waited through a
+    forward pass still gets ``max_delay`` for company. While ``incoming`` admitted requests are
+    being decoded, their samples are as good as queued: the wait goes on as long as samples
+    keep arriving within ``max(max_delay, arrival_gap)`` of the newest one, so requests that
+    arrive together run together, not as one early sample followed by all the others.
+    """
     if waiting <= 0:
         raise ValueError("nothing is waiting")
     if waiting >= max_batch_size:
         return 0.0
-    return max(0.0, oldest_enqueued_at + max_delay - now)
+    start = oldest_enqueued_at if free_since is None else max(oldest_enqueued_at, free_since)
+    deadline = start + max_delay
+    if incoming > 0 and max_delay > 0 and newest_enqueued_at is not None:
+        last = newest_enqueued_at if free_since is None else max(newest_enqueued_at, free_since)
+        deadline = max(deadline, last + max(max_delay, arrival_gap))
+    return max(0.0, deadline - now)
 
 
 def collate(
@@ -113,6 +138,26 @@ class BatchConfig:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_delay < 0 or self.queue_timeout <= 0 or self.stuck_after <= 0:
             raise ValueError("max_delay must be >= 0; queue_timeout and stuck_after > 0")
+
+
+@dataclass(eq=False, slots=True)
+class Incoming:
+    """One request being decoded: counted by batch forming until its samples are queued."""
+
+    decode_seconds: float | None = None
+    done: bool = False
+
+    def timed(self, function: Callable[..., T]) -> Callable[..., T]:
+        """``function``, recording how long it runs (the decode time batch forming expects)."""
+
+        def run(*args: Any, **kwargs: Any) -> T:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.decode_seconds = time.perf_counter() - started
+
+        return run
 
 
 @dataclass(eq=False, slots=True)
@@ -190,6 +235,9 @@ class Batcher:
         self._warm_results: list[Any] = []
         self._last_tick = clock()
         self._busy_since: float | None = None
+        self._free_since: float | None = None  # when the last batch finished
+        self._incoming = 0  # requests being decoded, whose samples will join the queue
+        self._decode_seconds: float | None = None  # moving average of one request's decode
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -233,15 +281,57 @@ class Batcher:
     def waiting(self) -> int:
         return len(self._queue)
 
+    @property
+    def decoding(self) -> int:
+        """Requests admitted and being decoded, whose samples have not joined the queue yet."""
+        return self._incoming
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[Incoming]:
+        """Count one request as on its way while it is decoded; pass the ticket to ``submit``.
+
+        Batch forming waits (a little) for requests that are still being decoded, so a burst of
+        requests fills one batch rather than leaving its first sample to run alone.
+        """
+        ticket = Incoming()
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield ticket
+        finally:
+            with self._cond:
+                self._retire(ticket)
+                self._cond.notify()
+
+    def _retire(self, ticket: Incoming) -> None:
+        """Under ``_cond``: the request is no longer on its way (queued, or failed to decode)."""
+        if ticket.done:
+            return
+        ticket.done = True
+        self._incoming -= 1
+        seconds = ticket.decode_seconds
+        if seconds is not None:
+            previous = self._decode_seconds
+            self._decode_seconds = (
+                seconds if previous is None else previous + _DECODE_WEIGHT * (seconds - previous)
+            )
+
     # --- the event-loop side ------------------------------------------------------------------
 
-    async def submit(self, samples: Sequence[Any], *, admitted_at: float) -> list[Any]:
+    async def submit(
+        self, samples: Sequence[Any], *, admitted_at: float, ticket: Incoming | None = None
+    ) -> list[Any]:
         """Queue one request's samples and wait for their results (in order).
 
         Raises ``QueueTimeout`` when none of the samples started within the queue timeout of
-        ``admitted_at``; once one started, the request waits for the rest.
+        ``admitted_at``; once one started, the request waits for the rest. ``ticket``: from
+        ``incoming()``, retired as the samples join the queue.
         """
         if not samples:
+            if ticket is not None:
+                with self._cond:
+                    self._retire(ticket)
+                    self._cond.notify()
             return []
         loop = asyncio.get_running_loop()
         job = _Job(
@@ -256,6 +346,8 @@ class Batcher:
             if self._stopping or self._thread is None or not self._thread.is_alive():
                 raise NotReady("the batcher is not running")
             self._queue.extend(_Entry(job, i, s, now) for i, s in enumerate(samples))
+            if ticket is not None:
+                self._retire(ticket)
             self._cond.notify()
         try:
             left = admitted_at + self._config.queue_timeout - now
@@ -315,12 +407,18 @@ class Batcher:
                 self._cond.wait(_IDLE_TICK)
             while not self._stopping:
                 self._last_tick = now = self._clock()
+                decode = self._decode_seconds
                 wait = batch_wait(
                     waiting=len(self._queue),
                     oldest_enqueued_at=self._queue[0].enqueued_at,
                     now=now,
                     max_batch_size=config.max_batch_size,
                     max_delay=config.max_delay,
+                    free_since=self._free_since,
+                    incoming=self._incoming,
+                    newest_enqueued_at=self._queue[-1].enqueued_at,
+                    # requests decode in parallel; one decode time between arrivals is slow
+                    arrival_gap=1.5 * decode if decode is not None else 0.0,
                 )
                 if wait <= 0:
                     break
@@ -355,6 +453,7 @@ class Batcher:
             raise
         finally:
             self._busy_since = None
+            self._free_since = self._clock()
         for entry, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, _Failure):
                 self._fail(entry.job, outcome.error)

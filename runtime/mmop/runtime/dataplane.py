@@ -310,8 +310,13 @@ class DataPlane:
         self.check_model(name, version)
         await self._inject_faults()
         task, batcher = self._running()
-        request, prepared = await self._in_pool(self._prepare_infer, task, body, header_length)
-        results = await batcher.submit(prepared.samples, admitted_at=admission.admitted_at)
+        with batcher.incoming() as ticket:
+            request, prepared = await self._in_pool(
+                ticket.timed(self._prepare_infer), task, body, header_length
+            )
+            results = await batcher.submit(
+                prepared.samples, admitted_at=admission.admitted_at, ticket=ticket
+            )
         outputs = _select_outputs(task.postprocess(prepared, results), request.outputs)
         return protocol.infer_response(
             model_name=self.name,
@@ -344,8 +349,13 @@ class DataPlane:
         """Answer an OpenAI ``/v1/embeddings`` request (raw body)."""
         await self._inject_faults()
         task, batcher = self._running()
-        request, prepared = await self._in_pool(self._prepare_embeddings, task, body)
-        results = await batcher.submit(prepared.samples, admitted_at=admission.admitted_at)
+        with batcher.incoming() as ticket:
+            request, prepared = await self._in_pool(
+                ticket.timed(self._prepare_embeddings), task, body
+            )
+            results = await batcher.submit(
+                prepared.samples, admitted_at=admission.admitted_at, ticket=ticket
+            )
         vectors = [result[0] for result in results]
         tokens = sum(int(result[1]) for result in results)
         return protocol.embeddings_response(

@@ -58,6 +58,86 @@ class TestBatchWait:
             == 0.0
         )
 
+    def test_delay_counts_from_when_the_worker_became_free(self) -> None:
+        # the sample waited through a forward pass that ended at 11.0: it gets its delay now
+        wait = batch_wait(
+            waiting=1,
+            oldest_enqueued_at=10.0,
+            now=11.1,
+            max_batch_size=4,
+            max_delay=0.5,
+            free_since=11.0,
+        )
+        assert wait == pytest.approx(0.4)
+
+    def test_without_requests_being_decoded_the_newest_sample_does_not_extend(self) -> None:
+        wait = batch_wait(
+            waiting=2,
+            oldest_enqueued_at=10.0,
+            now=10.4,
+            max_batch_size=4,
+            max_delay=0.5,
+            newest_enqueued_at=10.35,
+            arrival_gap=1.0,
+        )
+        assert wait == pytest.approx(0.1)
+
+    def test_requests_being_decoded_extend_the_wait_from_the_newest_arrival(self) -> None:
+        wait = batch_wait(
+            waiting=2,
+            oldest_enqueued_at=10.0,
+            now=10.6,
+            max_batch_size=4,
+            max_delay=0.5,
+            incoming=2,
+            newest_enqueued_at=10.4,
+            arrival_gap=0.3,
+        )
+        assert wait == pytest.approx(0.3)  # 10.4 + max(0.5, 0.3) - 10.6
+
+    def test_a_slow_decode_widens_the_arrival_gap(self) -> None:
+        wait = batch_wait(
+            waiting=1,
+            oldest_enqueued_at=10.0,
+            now=10.6,
+            max_batch_size=4,
+            max_delay=0.1,
+            incoming=1,
+            newest_enqueued_at=10.0,
+            arrival_gap=1.0,
+        )
+        assert wait == pytest.approx(0.4)
+
+    def test_extension_ends_once_arrivals_stop(self) -> None:
+        assert (
+            batch_wait(
+                waiting=3,
+                oldest_enqueued_at=10.0,
+                now=12.0,
+                max_batch_size=8,
+                max_delay=0.5,
+                incoming=5,
+                newest_enqueued_at=10.5,
+                arrival_gap=1.0,
+            )
+            == 0.0
+        )
+
+    def test_zero_delay_ignores_requests_being_decoded(self) -> None:
+        assert (
+            batch_wait(
+                waiting=1,
+                oldest_enqueued_at=10.0,
+                now=10.0,
+                max_batch_size=8,
+                max_delay=0.0,
+                incoming=3,
+                newest_enqueued_at=10.0,
+                arrival_gap=1.0,
+            )
+            == 0.0
+        )
+
     def test_nothing_waiting_is_an_error(self) -> None:
         with pytest.raises(ValueError, match="nothing"):
             batch_wait(waiting=0, oldest_enqueued_at=0, now=0, max_batch_size=1, max_delay=0)
@@ -357,3 +437,43 @@ async def test_stop_fails_what_still_waits(recorder: Recorder) -> None:
     assert await running == [2]
     with pytest.raises(NotReady):
         await waiting
+
+
+async def test_a_request_being_decoded_is_waited_for(recorder: Recorder) -> None:
+    # the delay alone (50 ms) would dispatch the first sample alone; a second request is still
+    # decoding and decodes take ~0.4 s here, so the worker waits for it: one batch of two
+    batcher = _batcher(recorder, max_batch_size=8, max_delay=0.05)
+    batcher.start()
+    try:
+        with batcher.incoming() as earlier:  # teaches the batcher how long a decode takes
+            samples = earlier.timed(lambda: time.sleep(0.4) or [0])()
+            await batcher.submit(samples, admitted_at=time.monotonic(), ticket=earlier)
+        with batcher.incoming() as slow:
+            first = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
+            await asyncio.sleep(0.15)  # well past the first sample's own delay
+            assert recorder.batches == [[0]]
+            second = await batcher.submit([2], admitted_at=time.monotonic(), ticket=slow)
+        assert await first == [2]
+        assert second == [4]
+    finally:
+        batcher.stop()
+    assert recorder.batches == [[0], [1, 2]]
+
+
+async def test_a_request_that_fails_to_decode_stops_being_waited_for(recorder: Recorder) -> None:
+    batcher = _batcher(recorder, max_batch_size=8, max_delay=0.05)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
+        with pytest.raises(ValueError, match="bad image"), batcher.incoming():
+            assert batcher.decoding == 1
+            await asyncio.sleep(0.1)
+            raise ValueError("bad image")
+        assert batcher.decoding == 0
+        assert await asyncio.wait_for(first, 5) == [2]
+        with batcher.incoming() as ticket:
+            assert await batcher.submit([], admitted_at=time.monotonic(), ticket=ticket) == []
+            assert batcher.decoding == 0  # an empty request retires its ticket at once
+    finally:
+        batcher.stop()
+    assert recorder.batches == [[1]]

@@ -1,0 +1,5 @@
+"""Benchmarks of mmop (never tests): ``python -m bench.runtime`` and ``python -m bench.operator``.
+
+Results are JSON files under ``bench/results/`` (ignored by git); ``python -m bench.report``
+renders the latest ones into ``docs/benchmarks.md`` and ``docs/benchmarks/*.png``.
+"""

@@ -1,0 +1,5 @@
+"""``python -m bench.operator``: see ``bench.operator.cli``."""
+
+from bench.operator.cli import main
+
+raise SystemExit(main())
