@@ -401,7 +401,29 @@ def runtime_config(result: dict[str, Any]) -> str:
         f"{fmt(config['warmup_s'], 0)} s warm-up and {fmt(config['duration_s'], 0)} s measured per "
         f"concurrency (longer where the expected latency is long). Servers on CPUs "
         f"`{config['server_cpus']}`, load generator on CPUs `{config['loadgen_cpus']}` at nice "
-        f"{config['loadgen_nice']}. Command: `{result['command']}`."
+        f"{config['loadgen_nice']}. Command: `{result['command']}`. {_rounds_done(result)}"
+    )
+
+
+def _rounds_done(result: dict[str, Any]) -> str:
+    """How many of the planned rounds the recorded numbers come from."""
+    planned = int(result["config"].get("rounds", 1))
+    done = min(
+        (
+            len(level.get("rounds_throughput_rps") or [None])
+            for model in result["models"].values()
+            for entry in model["servers"].values()
+            for level in entry["levels"]
+        ),
+        default=0,
+    )
+    if result.get("complete", False) or done >= planned:
+        return f"Rounds: {done}."
+    return (
+        f"Rounds: {done} of the {planned} planned (the run was stopped during round {done + 1}; "
+        "the numbers are round 1's)."
+        if done == 1
+        else f"Rounds: {done} of the {planned} planned (the run was stopped before the end)."
     )
 
 

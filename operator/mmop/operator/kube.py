@@ -8,13 +8,14 @@ HTTP is ``httpx``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import httpx
@@ -213,6 +214,8 @@ class WriteCounter:
 
 
 DEFAULT_USER_AGENT = "mmop/0.1"
+DEFAULT_MAX_IN_FLIGHT: Final = 32  # concurrent requests (not watches) per client
+_WATCH_HEADROOM: Final = 16  # connections left for watch streams
 
 
 class KubeClient:
@@ -229,18 +232,30 @@ class KubeClient:
         timeout: float = 30.0,
         field_manager: str = "mmop",
         user_agent: str = DEFAULT_USER_AGENT,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
         self.connection = connection
         self.field_manager = field_manager
         self.writes = WriteCounter()
         headers = {"Accept": "application/json", "User-Agent": user_agent}
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
+        # Requests beyond ``max_in_flight`` wait here, not in httpcore's pool: the pool matches
+        # every queued request against every connection each time one is freed, which cost the
+        # operator a core at 300 models (docs/benchmarks.md). Watches hold connections of their
+        # own, hence the headroom.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._http = httpx.AsyncClient(
             base_url=connection.server,
             headers=headers,
             verify=connection._ssl(),
             timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(
+                max_connections=max_in_flight + _WATCH_HEADROOM,
+                max_keepalive_connections=max_in_flight,
+            ),
         )
 
     async def __aenter__(self) -> KubeClient:
@@ -269,9 +284,10 @@ class KubeClient:
             headers["Content-Type"] = content_type
         if method not in ("GET", "HEAD"):
             self.writes.add(method.lower())
-        response = await self._http.request(
-            method, path, params=params, content=content, headers=headers
-        )
+        async with self._in_flight:
+            response = await self._http.request(
+                method, path, params=params, content=content, headers=headers
+            )
         if response.status_code >= 400:
             try:
                 payload = response.json()

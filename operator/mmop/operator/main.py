@@ -1,4 +1,9 @@
-"""kopf decorators only; each delegates to a module in ``handlers/``."""
+"""kopf decorators only; each delegates to a module in ``handlers/``.
+
+Every watch handler is ``async``: kopf runs sync handlers in a thread pool, and the event handlers
+set ``asyncio.Event``s, which must happen on the event loop (and cost a thread hop per watch
+event otherwise).
+"""
 
 from __future__ import annotations
 
@@ -35,15 +40,15 @@ async def multimodalmodel_reconcile(**kwargs: Any) -> None:
 
 
 @kopf.on.event(*MM, id="multimodalmodel_event")
-def multimodalmodel_event(**kwargs: Any) -> None:
+async def multimodalmodel_event(**kwargs: Any) -> None:
     wake.handle_model_event(**kwargs)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS, id="deployment_event")
-def deployment_event(**kwargs: Any) -> None:
+async def deployment_event(**kwargs: Any) -> None:
     wake.handle_child_event(**kwargs)
 
 
 @kopf.on.event("", "v1", "services", labels=OURS, id="service_event")
-def service_event(**kwargs: Any) -> None:
+async def service_event(**kwargs: Any) -> None:
     wake.handle_child_event(**kwargs)

@@ -132,6 +132,14 @@ def tiny_png(*, width: int = 32, height: int = 32) -> bytes:
         rows.append(0)  # filter: none
         for x in range(width):
             rows += bytes((x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), 128))
+    return png_file(width, height, bytes(rows))
+
+
+def png_file(width: int, height: int, scanlines: bytes) -> bytes:
+    """An 8-bit RGB PNG whose header says ``width`` x ``height``, holding ``scanlines``.
+
+    The header is not checked against the data: tests build decompression bombs with it.
+    """
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -141,7 +149,7 @@ def tiny_png(*, width: int = 32, height: int = 32) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + chunk(b"IDAT", zlib.compress(scanlines))
         + chunk(b"IEND", b"")
     )
 

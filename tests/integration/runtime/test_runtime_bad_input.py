@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -31,18 +30,7 @@ def images(*values: str) -> dict[str, Any]:
 
 def bomb_png(width: int, height: int) -> bytes:
     """A PNG header that claims a huge size with a few bytes of data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 99))
-        + chunk(b"IEND", b"")
-    )
+    return contract.png_file(width, height, b"\0" * 99)
 
 
 PNG = b64(contract.tiny_png())

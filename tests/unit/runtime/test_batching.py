@@ -465,10 +465,15 @@ async def test_a_request_that_fails_to_decode_stops_being_waited_for(recorder: R
     batcher.start()
     try:
         first = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
-        with pytest.raises(ValueError, match="bad image"), batcher.incoming():
-            assert batcher.decoding == 1
-            await asyncio.sleep(0.1)
-            raise ValueError("bad image")
+
+        async def decode_fails() -> None:
+            with batcher.incoming():
+                assert batcher.decoding == 1
+                await asyncio.sleep(0.1)
+                raise ValueError("bad image")
+
+        with pytest.raises(ValueError, match="bad image"):
+            await decode_fails()
         assert batcher.decoding == 0
         assert await asyncio.wait_for(first, 5) == [2]
         with batcher.incoming() as ticket:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -25,18 +23,7 @@ from mmop.runtime.media import (
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a size its (tiny) data does not hold: a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return contract.png_file(width, height, b"\x00" * 64)
 
 
 def image_bytes(size: tuple[int, int], *, fmt: str = "PNG", mode: str = "RGB") -> bytes:

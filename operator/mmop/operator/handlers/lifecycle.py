@@ -60,7 +60,10 @@ async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
     connection = kube.Connection.auto(os.environ.get("KUBECONFIG") or None)
     context = Context(
         client=kube.KubeClient(
-            connection, field_manager="mmop-operator", user_agent=OPERATOR_USER_AGENT
+            connection,
+            field_manager="mmop-operator",
+            user_agent=OPERATOR_USER_AGENT,
+            max_in_flight=ours.api_max_in_flight,
         ),
         http=httpx.AsyncClient(timeout=ours.http_timeout_seconds),
         settings=ours,
