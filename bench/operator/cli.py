@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    machine.exit_on_sigterm()
     if args.quick:
         args.latency_count = min(args.latency_count, 10)
         if args.scale == "10,100,300":

@@ -298,6 +298,7 @@ def summarise(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    machine.exit_on_sigterm()
     if args.quick:
         args.warmup, args.duration, args.limit_seconds, args.rounds = 2.0, 6.0, 4.0, 1
         if args.servers == ",".join(SERVERS):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import litserve as ls
+import litserve as ls  # type: ignore[import-untyped]
 
 from bench.runtime.pipeline import ClipImagePipeline, pipeline_from_env
 
