@@ -270,6 +270,7 @@ def scale(
     rss_before = sampler.rss()
     cpu_before = sampler.cpu_seconds()
     since = plane.audit.last_index
+    passes_start = reconcile_passes(plane)
     names = [f"m{index:03d}" for index in range(count)]
 
     async def create_all() -> None:
@@ -294,6 +295,7 @@ def scale(
     all_ready = time.time() - started
     last_write = wait_quiet(plane, quiet=3.0, timeout=300)
     cpu_ramp = sampler.cpu_seconds() - cpu_before
+    settle_passes = reconcile_passes(plane) - passes_start
     records = plane.audit.records(since=since)
     writes = operator_writes(records)
     child_times = [max((c.time for c in children_of(records, n)), default=started) for n in names]
@@ -315,6 +317,7 @@ def scale(
         "settled_s": last_write - started,
         "operator_cpu_s": cpu_ramp,
         "operator_writes": len(writes),
+        "settle_passes_per_model": settle_passes / count,
         "writes_per_model": len(writes) / count,
         "rss_before_mib": rss_before / 2**20,
         "rss_peak_mib": max(sampler.peak_rss, rss_steady) / 2**20,
@@ -326,6 +329,7 @@ def scale(
     }
     log(
         f"  N={count}: all Ready in {all_ready:.1f} s, operator CPU {cpu_ramp:.1f} s, "
+        f"{settle_passes / count:.1f} passes/model, "
         f"RSS peak {result['rss_peak_mib']:.0f} MiB, idle {result['idle_cpu_cores']:.3f} cores, "
         f"{passes:.0f} idle passes, {len(idle_writes)} idle writes"
     )

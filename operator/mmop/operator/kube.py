@@ -214,8 +214,8 @@ class WriteCounter:
 
 
 DEFAULT_USER_AGENT = "mmop/0.1"
-DEFAULT_MAX_IN_FLIGHT: Final = 32  # concurrent requests (not watches) per client
-_WATCH_HEADROOM: Final = 16  # connections left for watch streams
+DEFAULT_MAX_IN_FLIGHT: Final = 8  # concurrent requests (not watches) per client
+_WATCH_HEADROOM: Final = 16  # connections for watch streams (opened only when used)
 
 
 class KubeClient:
@@ -243,8 +243,8 @@ class KubeClient:
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         # Requests beyond ``max_in_flight`` wait here, not in httpcore's pool: the pool matches
-        # every queued request against every connection each time one is freed, which cost the
-        # operator a core at 300 models (docs/benchmarks.md). Watches hold connections of their
+        # every queued request against every connection each time one is freed: at 32 in flight that
+        # cost 2x the CPU of 8 at 100 models, a core at 300 (docs/benchmarks.md). Watches hold their
         # own, hence the headroom.
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._http = httpx.AsyncClient(

@@ -40,7 +40,7 @@ class OperatorSettings(BaseSettings):
     """Liveness and Prometheus metrics of the operator itself."""
     http_timeout_seconds: float = Field(default=5.0, gt=0)
     """Timeout for calls to runtime pods (test inference, /metrics)."""
-    api_max_in_flight: int = Field(default=32, ge=1, le=1000)
+    api_max_in_flight: int = Field(default=8, ge=1, le=1000)
     """Concurrent requests to the API server (watches not counted); more wait their turn."""
 
     def build_options(self) -> BuildOptions:
