@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.report import table
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _plot(result: dict[str, Any], plots: Path) -> str | None:
@@ -62,7 +58,7 @@ def render(result: dict[str, Any], *, plots: Path) -> str:
         f"**Create latency** ({latency['count']} models applied one at a time; each makes "
         f"{latency['children_per_model']} children: Deployment, 2 Services, HPA, "
         "VirtualService, DestinationRule; times are the API server's own timestamps):\n\n"
-        + _table(
+        + table(
             ["from the create of the MultimodalModel to", "p50 ms", "p90 ms", "p99 ms", "max ms"],
             [
                 [
@@ -111,7 +107,7 @@ def render(result: dict[str, Any], *, plots: Path) -> str:
     parts.append(
         "**Scale** (N models applied at once, 8 creates in flight; a fresh API server and "
         "operator for each N):\n\n"
-        + _table(
+        + table(
             [
                 "N",
                 "all children, s",
@@ -147,7 +143,7 @@ def render(result: dict[str, Any], *, plots: Path) -> str:
             f"{rollout['to_first_weight_s']:.1f} s (canary pod start, model load, readiness, "
             f"test inference); promoted at {rollout['to_promoted_s']:.1f} s; "
             f"{rollout['requests']} requests, {rollout['failed_requests']} failed.\n\n"
-            + _table(
+            + table(
                 ["weight change", "observed s", "vs stepInterval", "inconclusive checks held"],
                 rows,
             )
