@@ -116,7 +116,12 @@ def test_canary_with_errors_is_rolled_back(
 ) -> None:
     mark = traffic.mark()
     bad = model_manifest(ready_model, source=tiny_clip, version="v2")
-    bad["spec"]["runtime"]["env"] = [{"name": "MMOP_FAULT_ERROR_RATE", "value": "0.6"}]
+    # Spare the operator's test inference, so the canary is verified, gets traffic and fails the
+    # analysis (a broken version that fails its test inference is the next test's case).
+    bad["spec"]["runtime"]["env"] = [
+        {"name": "MMOP_FAULT_ERROR_RATE", "value": "0.6"},
+        {"name": "MMOP_FAULT_SPARE_SMOKE_TEST", "value": "true"},
+    ]
     apply(kubectl, bad)
     failed = wait_for(
         lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,

@@ -89,6 +89,9 @@ ENV_MAX_NEW_TOKENS: Final = "MMOP_MAX_NEW_TOKENS"
 # Fault injection, for testing rollbacks end to end (never set by the operator itself).
 ENV_FAULT_ERROR_RATE: Final = "MMOP_FAULT_ERROR_RATE"  # fraction of infer requests answered 500
 ENV_FAULT_LATENCY_MS: Final = "MMOP_FAULT_LATENCY_MS"  # extra latency added to every infer
+# "true": requests with the smoke-test header are spared the injected errors (a canary that
+# passes its test inference and then fails in the analysis, the path a rollout test wants)
+ENV_FAULT_SPARE_SMOKE_TEST: Final = "MMOP_FAULT_SPARE_SMOKE_TEST"
 
 # Where the Deployment mounts the writable model cache (HF_HOME points inside it).
 CACHE_MOUNT_PATH: Final = "/var/cache/mmop"

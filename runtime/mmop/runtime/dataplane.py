@@ -305,10 +305,11 @@ class DataPlane:
         admission: Admission,
         header_length: int | None = None,
         version: str | None = None,
+        smoke_test: bool = False,
     ) -> dict[str, Any]:
         """Answer an OIP v2 infer request (raw body) with the response document."""
         self.check_model(name, version)
-        await self._inject_faults()
+        await self._inject_faults(smoke_test=smoke_test)
         task, batcher = self._running()
         with batcher.incoming() as ticket:
             request, prepared = await self._in_pool(
@@ -401,10 +402,12 @@ class DataPlane:
             raise NotReady(self.not_ready_reason() or "the model is loading")
         return self._task, self._batcher
 
-    async def _inject_faults(self) -> None:
+    async def _inject_faults(self, *, smoke_test: bool = False) -> None:
         settings = self.settings
         if settings.fault_latency_ms > 0:
             await asyncio.sleep(settings.fault_latency_ms / 1000.0)
+        if smoke_test and settings.fault_spare_smoke_test:
+            return
         if settings.fault_error_rate > 0 and self._rng.random() < settings.fault_error_rate:
             raise FaultInjected(
                 f"injected fault ({contract.ENV_FAULT_ERROR_RATE}={settings.fault_error_rate:g})"

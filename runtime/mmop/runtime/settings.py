@@ -160,6 +160,9 @@ class RuntimeSettings(BaseSettings):
     fault_latency_ms: float = Field(
         0.0, ge=0, le=600_000, description="latency added to every inference request"
     )
+    fault_spare_smoke_test: bool = Field(
+        False, description="no injected errors for requests with the smoke-test header"
+    )
 
     @field_validator("name", "revision", "cache_dir", "auth_token", mode="before")
     @classmethod

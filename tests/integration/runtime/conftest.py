@@ -77,7 +77,8 @@ SPECS: dict[str, ServerSpec] = {
         env={contract.ENV_AUTH_TOKEN: AUTH_TOKEN, contract.ENV_FAULT_LATENCY_MS: "300"},
     ),
     "faulty_server": ServerSpec(
-        contract.TASK_IMAGE_CLASSIFICATION, env={contract.ENV_FAULT_ERROR_RATE: "1"}
+        contract.TASK_IMAGE_CLASSIFICATION,
+        env={contract.ENV_FAULT_ERROR_RATE: "1", contract.ENV_FAULT_SPARE_SMOKE_TEST: "true"},
     ),
     # Stopped by its test (SIGTERM drain); started with the others so their start-ups overlap.
     "drain_server": ServerSpec(

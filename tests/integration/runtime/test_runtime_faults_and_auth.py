@@ -24,6 +24,17 @@ def test_injected_errors_are_500_and_counted(faulty_server: RuntimeServer) -> No
     assert sample(faulty_server.metrics(), "mmop_requests_total", endpoint="infer", code="500") >= 3
 
 
+def test_smoke_tests_can_be_spared_the_injected_errors(faulty_server: RuntimeServer) -> None:
+    smoke = {contract.SMOKE_TEST_HEADER: "1"}
+    with faulty_server.client() as client:
+        for _ in range(3):
+            response = client.post(
+                contract.infer_path(faulty_server.name), json=BODY, headers=smoke
+            )
+            assert response.status_code == 200, response.text
+        assert client.post(contract.infer_path(faulty_server.name), json=BODY).status_code == 500
+
+
 def test_injected_latency_is_added(guarded_server: RuntimeServer) -> None:
     # The latency shows in the server's own duration histogram, not in a timed assertion here.
     headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}

@@ -178,6 +178,7 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
                     admission=admission,
                     header_length=_binary_header_length(request),
                     version=version,
+                    smoke_test=contract.SMOKE_TEST_HEADER in request.headers,
                 )
             return json_response(document)
         except Exception as exc:
