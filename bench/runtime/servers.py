@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import numpy as np
 
 from bench.runtime.inputs import BUILDERS
+from mmop.devcluster.cluster import free_port
 
 MODEL_NAME: Final = "clip"
 READY_TIMEOUT: Final = 300.0
@@ -162,12 +162,6 @@ KINDS: Final = {
         notes="one forward per request in FastAPI's thread pool (40 threads)",
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _affinity(cpus: Sequence[int]) -> Callable[[], None] | None:

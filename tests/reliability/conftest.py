@@ -12,7 +12,6 @@ models built into a session temp folder.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mmop.devcluster.cluster import free_port
 from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
@@ -59,17 +59,11 @@ SPECS: dict[str, ServerSpec] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """One ``mmop-runtime`` process and its log."""
 
     def __init__(self, *, spec: ServerSpec, model: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = spec.args[spec.args.index("--name") + 1]
         self.log_path = log

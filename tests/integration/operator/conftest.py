@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mmop.devcluster import meshcrds
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
+from mmop.devcluster.cluster import free_port
 from mmop.operator import crd, kube
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mmop.devcluster.cluster import free_port
 from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
@@ -141,12 +142,6 @@ def raw_exchange(port: int, request: bytes) -> tuple[str, str]:
                 break
             body += chunk
     return lines[0], body.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ModelStore:
