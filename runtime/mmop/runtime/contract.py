@@ -17,6 +17,9 @@ from typing import Any, Final
 # --- network -------------------------------------------------------------------------------
 HTTP_PORT: Final = 8080
 HTTP_PORT_NAME: Final = "http"
+# OIP v2 over gRPC (inference.GRPCInferenceService), beside HTTP; 0 disables it.
+GRPC_PORT: Final = 8081
+GRPC_PORT_NAME: Final = "grpc"
 
 # --- Open Inference Protocol v2 paths --------------------------------------------------------
 LIVE_PATH: Final = "/v2/health/live"
@@ -61,6 +64,7 @@ ENV_NAME: Final = "MMOP_NAME"
 ENV_VERSION: Final = "MMOP_VERSION"
 ENV_HOST: Final = "MMOP_HOST"
 ENV_PORT: Final = "MMOP_PORT"
+ENV_GRPC_PORT: Final = "MMOP_GRPC_PORT"
 ENV_MAX_BATCH_SIZE: Final = "MMOP_MAX_BATCH_SIZE"
 ENV_MAX_DELAY_MS: Final = "MMOP_MAX_DELAY_MS"
 ENV_MAX_QUEUE_SIZE: Final = "MMOP_MAX_QUEUE_SIZE"
@@ -115,8 +119,10 @@ METRIC_REQUESTS_PER_SECOND: Final = "mmop_requests_per_second"
 LABEL_MODEL: Final = "model"
 LABEL_ENDPOINT: Final = "endpoint"
 LABEL_CODE: Final = "code"
-# The ``endpoint`` label value for inference calls (OIP infer and /v1/embeddings).
-INFER_ENDPOINTS: Final = ("infer", "embeddings")
+# The ``endpoint`` label values of inference calls: OIP infer and /v1/embeddings over HTTP, and
+# ModelInfer over gRPC (whose ``code`` label is the HTTP status the same answer has over HTTP).
+ENDPOINT_GRPC_INFER: Final = "grpc_infer"
+INFER_ENDPOINTS: Final = ("infer", "embeddings", ENDPOINT_GRPC_INFER)
 # The other ``endpoint`` label values: server/model metadata, probes, anything else.
 ENDPOINT_METADATA: Final = "metadata"
 ENDPOINT_HEALTH: Final = "health"

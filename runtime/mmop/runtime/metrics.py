@@ -39,7 +39,7 @@ class Metrics:
         labels = [contract.LABEL_MODEL]
         self.requests = Counter(
             contract.METRIC_REQUESTS,
-            "HTTP requests answered, by endpoint and status code",
+            "Requests answered (HTTP and gRPC), by endpoint and status code",
             [contract.LABEL_MODEL, contract.LABEL_ENDPOINT, contract.LABEL_CODE],
             registry=self.registry,
         )

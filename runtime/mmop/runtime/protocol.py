@@ -346,6 +346,17 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def raw_tensor(datatype: str, data: Any) -> bytes:
+    """Flat tensor data in the OIP binary layout (``raw_*_contents`` in gRPC, binary tensor
+    data over HTTP): little-endian row-major values; BYTES as 4-byte length + bytes each."""
+    if datatype == "BYTES":
+        items = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in data]
+        return b"".join(struct.pack("<I", len(item)) + item for item in items)
+    if datatype not in _NUMPY_TYPES:
+        raise InvalidInput(f"datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
+    return np.ascontiguousarray(data, dtype=_NUMPY_TYPES[datatype]).reshape(-1).tobytes()
+
+
 # --- OpenAI embeddings ----------------------------------------------------------------------
 
 

@@ -105,6 +105,12 @@ class RuntimeSettings(BaseSettings):
     # --- HTTP ---------------------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="listen address")
     port: int = Field(contract.HTTP_PORT, ge=0, le=65535, description="listen port")
+    grpc_port: int = Field(
+        contract.GRPC_PORT,
+        ge=0,
+        le=65535,
+        description="OIP v2 gRPC listen port (same host); 0 disables gRPC",
+    )
     auth_token: SecretStr | None = Field(
         None,
         description="when set, /v2/models/* and /v1/* need 'Authorization: Bearer <token>'",

@@ -1,8 +1,9 @@
-"""The server process: uvicorn around the app, model loading in the background, SIGTERM drain.
+"""The server process: uvicorn around the app, gRPC beside it on the same event loop (unless
+``grpc_port`` is 0), model loading in the background, SIGTERM drain of both.
 
 Start-up: listen at once (liveness answers, readiness is 503 while the model loads), load and
 warm up, then report ready. A load failure logs one line and ends the process with status 1.
-SIGTERM: readiness and new requests get 503, in-flight requests finish (up to
+SIGTERM: readiness and new requests get 503 (gRPC: UNAVAILABLE), in-flight requests finish (up to
 ``drain_timeout_seconds``), then the process exits 0. A second signal exits at once.
 """
 
@@ -16,6 +17,7 @@ import signal
 from collections.abc import AsyncIterator
 from types import FrameType
 
+import grpc
 import uvicorn
 from fastapi import FastAPI
 
@@ -23,10 +25,12 @@ from mmop.runtime import loading, media
 from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import LoadError
 from mmop.runtime.metrics import Metrics
+from mmop.runtime.server import grpc_app
 from mmop.runtime.server.app import create_app
 from mmop.runtime.settings import RuntimeSettings
 
 log = logging.getLogger("mmop.runtime")
+GRPC_STOP_GRACE_SECONDS = 1.0
 
 
 class _DrainingServer(uvicorn.Server):
@@ -72,6 +76,7 @@ class ServerProcess:
         self.server = _DrainingServer(config, runner=self)
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._grpc: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def run(self) -> int:
@@ -81,11 +86,35 @@ class ServerProcess:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
+        if not await self._start_grpc():
+            yield
+            return
         self._spawn(self._load())
         try:
             yield
         finally:
+            if self._grpc is not None:
+                # Drained already (admission is shared with HTTP): what is left are probes.
+                await self._grpc.stop(GRPC_STOP_GRACE_SECONDS)
             await self.plane.close()
+
+    async def _start_grpc(self) -> bool:
+        """Serve gRPC beside HTTP unless ``grpc_port`` is 0; False (and exit status 1) when its
+        port cannot be bound, as uvicorn ends the process when the HTTP port is taken."""
+        settings = self.settings
+        if settings.grpc_port == 0:
+            return True
+        try:
+            server = grpc_app.create_server(self.plane)
+            await server.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            self.exit_code = 1
+            self.server.should_exit = True
+            return False
+        self._grpc = server
+        log.info("gRPC (OIP v2) on %s", grpc_app.listen_address(settings.host, settings.grpc_port))
+        return True
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
@@ -132,11 +161,12 @@ def serve(settings: RuntimeSettings) -> int:
         return 1
     media.configure_pil(max_image_pixels=settings.max_image_pixels)
     log.info(
-        "starting %s (task %s) on %s:%d: max batch %d, max delay %g ms, queue %d",
+        "starting %s (task %s) on %s:%d (gRPC port %d): max batch %d, max delay %g ms, queue %d",
         settings.model_name,
         settings.task,
         settings.host,
         settings.port,
+        settings.grpc_port,
         settings.max_batch_size,
         settings.max_delay_ms,
         settings.max_queue_size,
