@@ -79,6 +79,8 @@ def _mmop_command(port: int, config: ServeConfig) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--grpc-port",
+        "0",  # HTTP only: the benchmark's clients speak HTTP
         "--max-batch-size",
         str(config.max_batch_size),
         "--max-delay-ms",

@@ -77,6 +77,8 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--grpc-port",
+            "0",
             *spec.args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MMOP_")}

@@ -167,6 +167,8 @@ class RuntimeServer:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"  # tritonclient.grpc's form
         self.log_path = log
         self.model = model
         self.task = task
@@ -183,6 +185,8 @@ class RuntimeServer:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
             *args,
         ]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MMOP_")}

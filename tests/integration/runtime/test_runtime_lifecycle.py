@@ -122,7 +122,8 @@ def _run(args: list[str], *, env: dict[str, str] | None = None) -> subprocess.Co
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MMOP_")}
     environment |= {"HF_HUB_OFFLINE": "1"} | (env or {})
     return subprocess.run(
-        [str(RUNTIME_BIN), "--host", "127.0.0.1", *args],
+        # No gRPC: 127.0.0.1:8081 may be taken by another test run on this machine.
+        [str(RUNTIME_BIN), "--host", "127.0.0.1", "--grpc-port", "0", *args],
         capture_output=True,
         text=True,
         timeout=120,
