@@ -102,6 +102,7 @@ class Request:
     path: str
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
+    port: int = 80  # the Service port addressed: the local router carries HTTP (port 80) only
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -190,6 +191,8 @@ def _string_match(spec: Mapping[str, Any], value: str | None) -> bool:
 
 
 def _istio_match(match: Mapping[str, Any], request: Request) -> bool:
+    if "port" in match and str(match["port"]) != str(request.port):
+        return False  # a route for another Service port (the gRPC one)
     if "uri" in match and not _string_match(match["uri"], request.path):
         return False
     if "method" in match and not _string_match(match["method"], request.method):

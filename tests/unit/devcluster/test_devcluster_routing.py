@@ -229,6 +229,25 @@ class TestFindRoute:
         assert [(b.version, b.weight) for b in canary.backends] == [("v2", 100)]
         assert [b.version for b in plain.backends] == ["v1"]
 
+    def test_a_route_for_the_grpc_port_is_skipped(self) -> None:
+        """The operator's VirtualService starts with a route matching the gRPC Service port; the
+        local router carries HTTP (Service port 80), so it takes the next route."""
+        vs = _virtual_service({"v1": 100})
+        vs["spec"]["http"].insert(
+            0,
+            {
+                "name": "grpc",
+                "match": [{"port": 8081}],
+                "route": [
+                    {"destination": {"host": "clip", "subset": "v2", "port": {"number": 8081}}}
+                ],
+            },
+        )
+        view = _view(virtual_services=[vs], destination_rules=[DESTINATION_RULE])
+        route = routing.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
+        assert route is not None
+        assert [(b.version, b.port) for b in route.backends] == [("v1", 80)]
+
     def test_http_route_path_match(self) -> None:
         route_obj = _http_route({"v1": 1})
         route_obj["spec"]["rules"][0]["matches"] = [

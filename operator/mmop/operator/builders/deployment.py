@@ -50,6 +50,7 @@ def runtime_env(*, mm: models.MultimodalModel, plan: VersionPlan) -> list[dict[s
         {"name": contract.ENV_VERSION, "value": plan.name},
         {"name": contract.ENV_HOST, "value": "0.0.0.0"},
         {"name": contract.ENV_PORT, "value": str(contract.HTTP_PORT)},
+        {"name": contract.ENV_GRPC_PORT, "value": str(contract.GRPC_PORT)},
         {"name": contract.ENV_MAX_BATCH_SIZE, "value": str(batching.max_batch_size)},
         {"name": contract.ENV_MAX_DELAY_MS, "value": str(batching.max_delay_ms)},
         {"name": contract.ENV_MAX_QUEUE_SIZE, "value": str(batching.max_queue_size)},
@@ -185,11 +186,17 @@ def build_deployment(
         "image": serving.runtime.image,
         "imagePullPolicy": serving.runtime.image_pull_policy,
         "ports": [
+            # http first: the probes, the scrape annotations and local dev take the first port.
             {
                 "name": contract.HTTP_PORT_NAME,
                 "containerPort": contract.HTTP_PORT,
                 "protocol": "TCP",
-            }
+            },
+            {
+                "name": contract.GRPC_PORT_NAME,
+                "containerPort": contract.GRPC_PORT,
+                "protocol": "TCP",
+            },
         ],
         "env": env,
         "resources": _resources(serving.resources),

@@ -7,7 +7,7 @@ from typing import Any
 from mmop.operator import models
 from mmop.operator.builders import meta
 from mmop.operator.builders.plan import VersionPlan
-from mmop.operator.builders.service import SERVICE_PORT
+from mmop.operator.builders.service import GRPC_SERVICE_PORT, SERVICE_PORT
 from mmop.operator.settings import BuildOptions
 
 ISTIO_API = "networking.istio.io/v1"
@@ -45,6 +45,16 @@ def build_virtual_service(
     name, ns = mm.metadata.name, mm.metadata.namespace
     host = meta.service_host(name, ns, options.cluster_domain)
     hosts = [name, host, *[h for h in mm.spec.traffic.hosts if h not in (name, host)]]
+
+    def route(port: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "destination": {"host": host, "subset": p.name, "port": {"number": port}},
+                "weight": w,
+            }
+            for p, w in weights(plans)
+        ]
+
     return {
         "apiVersion": ISTIO_API,
         "kind": "VirtualService",
@@ -53,20 +63,13 @@ def build_virtual_service(
             "hosts": hosts,
             "gateways": list(mm.spec.traffic.gateways),
             "http": [
+                # gRPC first: a route without a port match would send it to the HTTP port.
                 {
-                    "name": "versions",
-                    "route": [
-                        {
-                            "destination": {
-                                "host": host,
-                                "subset": p.name,
-                                "port": {"number": SERVICE_PORT},
-                            },
-                            "weight": w,
-                        }
-                        for p, w in weights(plans)
-                    ],
-                }
+                    "name": "grpc",
+                    "match": [{"port": GRPC_SERVICE_PORT}],
+                    "route": route(GRPC_SERVICE_PORT),
+                },
+                {"name": "versions", "route": route(SERVICE_PORT)},
             ],
         },
     }

@@ -10,27 +10,48 @@ from mmop.operator.builders.plan import VersionPlan
 from mmop.runtime import contract
 
 SERVICE_PORT = 80
+GRPC_SERVICE_PORT = contract.GRPC_PORT
 
 
-def _service(*, metadata: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
+def _service(
+    *, metadata: dict[str, Any], selector: dict[str, str], grpc: bool = True
+) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = [
+        {
+            "name": contract.HTTP_PORT_NAME,
+            "port": SERVICE_PORT,
+            "targetPort": contract.HTTP_PORT_NAME,
+            "protocol": "TCP",
+            "appProtocol": "http",
+        }
+    ]
+    if grpc:
+        ports.append(
+            {
+                "name": contract.GRPC_PORT_NAME,
+                "port": GRPC_SERVICE_PORT,
+                "targetPort": contract.GRPC_PORT_NAME,
+                "protocol": "TCP",
+                "appProtocol": "grpc",  # Istio and Gateway API read it as HTTP/2 gRPC
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata,
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [
-                {
-                    "name": contract.HTTP_PORT_NAME,
-                    "port": SERVICE_PORT,
-                    "targetPort": contract.HTTP_PORT_NAME,
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                }
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": ports},
     }
+
+
+def main_service_has_grpc(mm: models.MultimodalModel) -> bool:
+    """Whether Service NAME offers the gRPC port: only where the weights hold for it too.
+
+    Istio's VirtualService has a gRPC route with the same weights, and plain Service routing
+    weighs by its selector. A Gateway API HTTPRoute governs the HTTP port only (weighting gRPC
+    takes a GRPCRoute), so there the gRPC port would reach every version, an unverified canary
+    included: it is left out, and the per-version Services carry it.
+    """
+    return mm.spec.traffic.router != models.Router.GATEWAY_API
 
 
 def main_selector(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[str, str]:
@@ -53,6 +74,7 @@ def build_main_service(mm: models.MultimodalModel, plans: list[VersionPlan]) -> 
     return _service(
         metadata=meta.object_meta(mm, name=mm.metadata.name),
         selector=main_selector(mm, plans),
+        grpc=main_service_has_grpc(mm),
     )
 
 

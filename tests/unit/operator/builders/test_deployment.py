@@ -53,7 +53,12 @@ class TestBuildDeployment:
         self, clip: models.MultimodalModel, options: BuildOptions
     ) -> None:
         c = _container(_build(clip, options))
-        assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert c["ports"] == [
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+        ]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert (env["MMOP_PORT"], env["MMOP_GRPC_PORT"]) == ("8080", "8081")
         assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
         startup = c["startupProbe"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mmop.operator import models
@@ -19,6 +21,11 @@ def _gateway(
     return mm.model_copy(update={"spec": mm.spec.model_copy(update={"traffic": traffic})})
 
 
+def _named_routes(vs: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [route for route in vs["spec"]["http"] if route["name"] == name]
+    return found
+
+
 class TestVirtualService:
     @pytest.mark.parametrize("weight", [0, 10, 25, 50, 100])
     def test_weights_sum_to_100(
@@ -30,15 +37,31 @@ class TestVirtualService:
     ) -> None:
         mm = with_canary(clip, weight=weight)
         vs = routing.build_virtual_service(mm, plan_versions(mm), options=options)
-        route = vs["spec"]["http"][0]["route"]
-        assert [r["destination"]["subset"] for r in route] == ["v1", "v2"]
-        assert [r["weight"] for r in route] == [100 - weight, weight]
+        http, grpc = _named_routes(vs, "versions"), _named_routes(vs, "grpc")
+        for route in (http["route"], grpc["route"]):
+            assert [r["destination"]["subset"] for r in route] == ["v1", "v2"]
+            assert [r["weight"] for r in route] == [100 - weight, weight]
+        assert {r["destination"]["port"]["number"] for r in grpc["route"]} == {8081}
+        assert {r["destination"]["port"]["number"] for r in http["route"]} == {80}
+
+    def test_grpc_route_comes_first_and_matches_its_port(
+        self, clip: models.MultimodalModel, with_canary: WithCanary, options: BuildOptions
+    ) -> None:
+        """Istio takes the first route that matches: an unmatched HTTP route first would send
+        gRPC calls to the HTTP port."""
+        mm = with_canary(clip, weight=25)
+        vs = routing.build_virtual_service(mm, plan_versions(mm), options=options)
+        first, second = vs["spec"]["http"]
+        assert first["name"] == "grpc"
+        assert first["match"] == [{"port": 8081}]
+        assert second["name"] == "versions"
+        assert "match" not in second
 
     def test_stable_only(self, clip: models.MultimodalModel, options: BuildOptions) -> None:
         vs = routing.build_virtual_service(clip, plan_versions(clip), options=options)
         assert vs["spec"]["hosts"] == ["clip", "clip.ml.svc.cluster.local"]
         assert vs["spec"]["gateways"] == ["mesh"]
-        (only,) = vs["spec"]["http"][0]["route"]
+        (only,) = _named_routes(vs, "versions")["route"]
         assert only == {
             "destination": {
                 "host": "clip.ml.svc.cluster.local",

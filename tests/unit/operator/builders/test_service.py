@@ -24,6 +24,34 @@ class TestBuildMainService:
         assert svc["spec"]["selector"] == {"mmop.io/model": "clip"}
         assert svc["spec"]["ports"][0]["port"] == 80
         assert svc["spec"]["ports"][0]["targetPort"] == "http"
+        assert svc["spec"]["ports"][1] == {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+
+    def test_gateway_api_leaves_grpc_to_the_version_services(
+        self, clip: models.MultimodalModel, with_canary: WithCanary
+    ) -> None:
+        """An HTTPRoute weighs the HTTP port only: gRPC on Service NAME would reach an unverified
+        canary, so only the per-version Services carry it."""
+        traffic = models.Traffic(router=models.Router.GATEWAY_API)
+        gateway = clip.model_copy(
+            update={"spec": clip.spec.model_copy(update={"traffic": traffic})}
+        )
+        mm = with_canary(gateway, weight=0)
+        main = service.build_main_service(mm, plan_versions(mm))
+        assert [p["name"] for p in main["spec"]["ports"]] == ["http"]
+        for plan in plan_versions(mm):
+            version = service.build_version_service(mm, plan)
+            assert [p["name"] for p in version["spec"]["ports"]] == ["http", "grpc"]
+
+    def test_plain_service_routing_offers_grpc(self, clip: models.MultimodalModel) -> None:
+        mm = _service_router(clip)
+        main = service.build_main_service(mm, plan_versions(mm))
+        assert [p["name"] for p in main["spec"]["ports"]] == ["http", "grpc"]
 
     def test_plain_service_pins_stable_until_canary_has_weight(
         self, clip: models.MultimodalModel, with_canary: WithCanary
