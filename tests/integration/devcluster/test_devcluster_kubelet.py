@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import tritonclient.grpc as triton_grpc
 
 from mmop.devcluster.cluster import DevCluster
 
@@ -157,6 +158,8 @@ class TestOneDeployment:
         assert "running" in container["state"]
         answer = httpx.get(f"http://{status['podIP']}:8080/v2/health/ready", trust_env=False)
         assert answer.json() == {"ready": True}
+        # gRPC beside HTTP on the pod's own IP (the runtime's default port 8081)
+        assert triton_grpc.InferenceServerClient(f"{status['podIP']}:8081").is_server_ready()
         dep = wait_for(
             lambda: (
                 (d := _deployment(api, lifecycle))["status"].get("availableReplicas") == 1 and d

@@ -5,6 +5,8 @@ metrics the operator's analysis reads."""
 from __future__ import annotations
 
 import base64
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from mmop.runtime import contract
 
-from .conftest import AUTH_TOKEN, RuntimeServer, metric_value
+from .conftest import AUTH_TOKEN, ModelStore, RuntimeServer, metric_value
 
 AUTH = {"authorization": f"Bearer {AUTH_TOKEN}"}
 
@@ -306,3 +308,31 @@ def test_smoke_test_metadata_is_not_user_traffic(zero_shot_server: RuntimeServer
     assert metric_value(after, name, endpoint="grpc_infer") == metric_value(
         before, name, endpoint="grpc_infer"
     )
+
+
+def test_sigterm_drains_grpc_with_http(start_server: Any, models: ModelStore) -> None:
+    """SIGTERM: a gRPC call in flight finishes, new calls get UNAVAILABLE, ServerReady turns
+    false, then the process exits 0 (one drain for both transports)."""
+    task = contract.TASK_IMAGE_CLASSIFICATION
+    server: RuntimeServer = start_server(
+        model=models.get(task), task=task, env={contract.ENV_FAULT_LATENCY_MS: "1500"}
+    )
+    server.wait_ready()
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(_client(server).infer, server.name, [_image()])
+        deadline = time.monotonic() + 10
+        while metric_value(server.metrics(), contract.METRIC_QUEUE_DEPTH) < 1:
+            assert time.monotonic() < deadline, "the call never arrived"
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)
+        client = _client(server)
+        deadline = time.monotonic() + 10
+        while client.is_server_ready():
+            assert time.monotonic() < deadline, "ServerReady did not turn false"
+            time.sleep(0.02)
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(server.name, [_image()])
+        assert _status(error) == "StatusCode.UNAVAILABLE"
+        assert "shutting down" in error.value.message()
+        assert in_flight.result().as_numpy("label").shape == (1,)
+    assert server.wait_exit() == 0
