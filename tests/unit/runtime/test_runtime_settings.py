@@ -152,3 +152,16 @@ def test_cgroup_cpu_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(missing, quota, period) == 1
     assert cgroup_cpu_quota(missing, missing, missing) is None
     assert available_cpus() >= 1
+
+
+def test_grpc_port_defaults_to_the_contract_and_0_disables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = ["--model", "/m/clip", "--task", "image-text-embedding"]
+    assert load_settings(base).grpc_port == contract.GRPC_PORT == 8081
+    assert load_settings([*base, "--grpc-port", "0"]).grpc_port == 0
+    monkeypatch.setenv(contract.ENV_GRPC_PORT, "9001")
+    assert load_settings(base).grpc_port == 9001
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings([*base, "--grpc-port", "70000"])
+    assert exit_info.value.code == 2
