@@ -249,7 +249,7 @@ def test_runtime_image_matches_the_contract() -> None:
     assert "cuda" in final_base, final_base
     installs = re.findall(r"pip install [^&;]*", " ".join(df.all("RUN")))
     assert installs and all("[runtime]" in i for i in installs)
-    assert df.final("EXPOSE") == [str(contract.HTTP_PORT)]
+    assert df.final("EXPOSE") == [f"{contract.HTTP_PORT} {contract.GRPC_PORT}"]
     assert df.final("VOLUME") == [json.dumps([contract.CACHE_MOUNT_PATH])]
     assert df.final("ENTRYPOINT") == ['["mmop-runtime"]']
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
