@@ -126,3 +126,22 @@ def test_counter_reset_or_new_pods_restart_the_baseline(current: models.MetricsS
 def test_no_baseline_is_inconclusive() -> None:
     v = analysis.analyse(baseline=None, current=_snap(100), thresholds=THRESHOLDS)
     assert (v.result, v.reset) == (models.CheckResult.INCONCLUSIVE, True)
+
+
+def test_grpc_inference_is_user_traffic() -> None:
+    """gRPC ModelInfer calls (endpoint grpc_infer, code = the HTTP twin) count like HTTP ones."""
+    text = """\
+# TYPE mmop_requests_total counter
+mmop_requests_total{model="clip",endpoint="grpc_infer",code="200"} 40.0
+mmop_requests_total{model="clip",endpoint="grpc_infer",code="503"} 2.0
+mmop_requests_total{model="clip",endpoint="infer",code="200"} 8.0
+# TYPE mmop_request_duration_seconds histogram
+mmop_request_duration_seconds_bucket{model="clip",endpoint="grpc_infer",le="0.1"} 42.0
+mmop_request_duration_seconds_bucket{model="clip",endpoint="grpc_infer",le="+Inf"} 42.0
+mmop_request_duration_seconds_count{model="clip",endpoint="grpc_infer"} 42.0
+mmop_request_duration_seconds_sum{model="clip",endpoint="grpc_infer"} 1.0
+"""
+    snap = analysis.parse_runtime_metrics(text, pod="clip-v2-a")
+    assert snap.requests == 50
+    assert snap.errors == 2
+    assert snap.buckets == {"0.1": 42, "+Inf": 42}
