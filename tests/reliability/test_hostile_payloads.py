@@ -320,8 +320,14 @@ CASES = [
         lambda: zero_shot(labels=[str(i) for i in range(65)]),
     ),
     # JSON structure
-    Case("nested-arrays-100k", 400, "not valid JSON", lambda: b"[" * 100_000 + b"]" * 100_000),
-    Case("nested-objects-5000", 400, "not valid JSON", lambda: _nested_objects(5000)),
+    Case(
+        "nested-arrays-100k",
+        400,
+        "100000 JSON arrays and objects; at most 4096",
+        lambda: b"[" * 100_000 + b"]" * 100_000,
+    ),
+    Case("nested-arrays-2000", 400, "not valid JSON", lambda: b"[" * 2_000 + b"]" * 2_000),
+    Case("nested-objects-3000", 400, "not valid JSON", lambda: _nested_objects(3000)),
     Case(
         "data-nested-1000-deep",
         400,
