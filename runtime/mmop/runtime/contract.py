@@ -92,6 +92,11 @@ ENV_FAULT_LATENCY_MS: Final = "MMOP_FAULT_LATENCY_MS"  # extra latency added to 
 # "true": requests with the smoke-test header are spared the injected errors (a canary that
 # passes its test inference and then fails in the analysis, the path a rollout test wants)
 ENV_FAULT_SPARE_SMOKE_TEST: Final = "MMOP_FAULT_SPARE_SMOKE_TEST"
+# The container's memory limit in bytes (the operator sets it from the Downward API's
+# limits.memory); the runtime fits its queue and receive buffers into it.
+ENV_MEMORY_LIMIT_BYTES: Final = "MMOP_MEMORY_LIMIT_BYTES"
+ENV_BODY_TIMEOUT_SECONDS: Final = "MMOP_BODY_TIMEOUT_SECONDS"  # a slower body gets 408
+ENV_MAX_CONNECTIONS: Final = "MMOP_MAX_CONNECTIONS"  # open connections; more get 503
 
 # Where the Deployment mounts the writable model cache (HF_HOME points inside it).
 CACHE_MOUNT_PATH: Final = "/var/cache/mmop"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import tracemalloc
 from collections.abc import Callable
@@ -171,10 +172,8 @@ def peak_bytes(action: Callable[[], Any]) -> int:
     try:
         tracemalloc.reset_peak()
         base, _ = tracemalloc.get_traced_memory()
-        try:
+        with contextlib.suppress(InvalidInput):
             action()
-        except InvalidInput:
-            pass
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -311,11 +311,7 @@ class TestJsonStructureBound:
         assert len(request.inputs["x"].values) == count
         with pytest.raises(InvalidInput, match="65537 elements; at most 65536"):
             _parse(
-                {
-                    "inputs": [
-                        {"name": "x", "datatype": "FP32", "shape": [count + 1], "data": [0.5]}
-                    ]
-                }
+                {"inputs": [{"name": "x", "datatype": "FP32", "shape": [count + 1], "data": [0.5]}]}
             )
 
 
