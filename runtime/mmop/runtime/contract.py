@@ -114,6 +114,7 @@ METRIC_REJECTED: Final = "mmop_rejected_requests"  # counter, label reason
 METRIC_MODEL_LOAD: Final = "mmop_model_load_seconds"
 METRIC_GPU_UTILIZATION: Final = "mmop_gpu_utilization_percent"
 METRIC_GPU_MEMORY_USED: Final = "mmop_gpu_memory_used_bytes"
+METRIC_RECEIVING: Final = "mmop_receiving_requests"  # gauge: bodies arriving, not yet admitted
 # Derived by prometheus-adapter (rate of mmop_requests_total) for the HPA Pods metric.
 METRIC_REQUESTS_PER_SECOND: Final = "mmop_requests_per_second"
 # Labels on mmop_requests_total.

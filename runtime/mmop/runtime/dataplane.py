@@ -100,9 +100,11 @@ class Receipt:
         self.received += size
 
     def __enter__(self) -> Receipt:
+        self._plane.metrics.add_receiving(1)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._plane.metrics.add_receiving(-1)
         self._plane._unreserve(self.received)
         self.received = 0
 
