@@ -28,7 +28,7 @@ REQUEST_SHARE: Final = 0.8
 # Bodies being received get a quarter of what requests may use (never less than one body).
 RECEIVE_SHARE: Final = 0.25
 # Without a known limit, this many largest bodies may be arriving at once.
-RECEIVE_BODIES_UNBOUNDED: Final = 4
+RECEIVE_BODIES_UNBOUNDED: Final = 2
 # The fewest body bytes one media item takes (the smallest GIF is 26 bytes, in base64 36): a
 # body of n bytes holds at most n / 24 + 1 items that each become a preprocessed sample.
 MIN_ITEM_BYTES: Final = 24

@@ -66,7 +66,7 @@ def test_without_a_limit_the_configured_values_stand() -> None:
     plan = memory.plan_memory(settings(), limit_bytes=None, baseline_bytes=GIB, sample_bytes=1)
     assert plan.queue_size == 256
     assert plan.admit_bytes is None
-    assert plan.receive_bytes == memory.RECEIVE_BODIES_UNBOUNDED * 32 * MIB
+    assert plan.receive_bytes == memory.RECEIVE_BODIES_UNBOUNDED * 32 * MIB == 64 * MIB
     assert plan.fits
 
 
