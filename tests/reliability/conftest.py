@@ -6,7 +6,10 @@ models built into a session temp folder.
   for the hostile corpus, the schema-driven fuzzing and the HTTP property test;
 - ``speech_server``: Whisper (audio decoding) with a 5 s audio limit;
 - ``flood_server``: a queue of 8 whose requests each hold their slot 200 ms (a slow model), for
-  the flood far above capacity.
+  the flood far above capacity and the slow-body flood;
+- ``bomb_server``: zero-shot CLIP with an 8 MiB body limit, a 2 GiB memory limit and a bearer
+  token that ends with a newline (a Secret made from a file), alone with the memory bombs so
+  their peak memory is its own.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -27,10 +30,13 @@ from mmop.devcluster.cluster import free_port
 from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
+T = TypeVar("T")
 RUNTIME_BIN = Path(sys.executable).with_name("mmop-runtime")
 START_TIMEOUT = 180.0
 MIB = 1024 * 1024
 FLOOD_QUEUE = 8
+BOMB_TOKEN = "bomb-token"
+BOMB_MEMORY_LIMIT = 2 * 1024 * MIB
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,15 @@ SPECS: dict[str, ServerSpec] = {
         contract.TASK_IMAGE_CLASSIFICATION,
         args=("--name", "vit", "--max-queue-size", str(FLOOD_QUEUE), "--max-batch-size", "8"),
         env={contract.ENV_FAULT_LATENCY_MS: "200"},
+    ),
+    "bomb_server": ServerSpec(
+        contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
+        args=("--name", "clip", "--max-delay-ms", "2"),
+        env={
+            contract.ENV_MAX_REQUEST_BYTES: str(8 * MIB),
+            contract.ENV_AUTH_TOKEN: BOMB_TOKEN + "\n",
+            contract.ENV_MEMORY_LIMIT_BYTES: str(BOMB_MEMORY_LIMIT),
+        },
     ),
 }
 
@@ -185,3 +200,20 @@ def _server_fixture(key: str) -> Any:
 hostile_server = _server_fixture("hostile_server")
 speech_server = _server_fixture("speech_server")
 flood_server = _server_fixture("flood_server")
+bomb_server = _server_fixture("bomb_server")
+
+
+def peak_growth(pid: int, action: Callable[[], T]) -> tuple[T, int]:
+    """Run ``action``; return its result and how far the process's peak resident memory rose
+    above its resident memory before (the peak is reset first: /proc/PID/clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = _status_bytes(pid, "VmRSS")
+    result = action()
+    return result, _status_bytes(pid, "VmHWM") - before
+
+
+def _status_bytes(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {key} in /proc/{pid}/status")

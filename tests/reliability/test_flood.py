@@ -1,14 +1,17 @@
 """A flood far above capacity: 20 times the queue size at once, twice (small bodies, then
 1.5 MB image bodies). The server refuses what it cannot queue with 429 + Retry-After at once,
 its memory stays bounded (RSS sampled during the flood), and it is healthy, ready and correct
-afterwards. No timing assertions: only counts and memory.
+afterwards. Then a flood of clients whose bodies never finish arriving: they hold no queue
+slot, and normal clients are answered meanwhile. No timing assertions: counts and memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import io
+import socket
 import threading
 import time
 from collections import Counter
@@ -27,9 +30,10 @@ from mmop.runtime import contract
 from .conftest import FLOOD_QUEUE, MIB, Server
 
 FLOOD = 20 * FLOOD_QUEUE
-# Generous (a bounded queue grows the server by some 50 MB here), yet tight enough to fail when
-# admission is not bounded: with every request of the large flood admitted at once, the same
-# server grew by about 375 MB (measured with --max-queue-size 1000; docs/reliability.md).
+# Generous (a bounded queue and receive budget grow the server by some 50-130 MB here), yet
+# tight enough to fail when admission is not bounded: with every request of the large flood
+# admitted at once, the same server grew by about 375 MB (measured with --max-queue-size 1000;
+# docs/reliability.md).
 HEADROOM = 256 * MIB
 
 
@@ -151,3 +155,66 @@ def test_a_flood_far_above_capacity_gets_429_and_memory_stays_bounded(
     assert outputs["scores"]["shape"] == [1, len(labels)]
     assert outputs["label"]["data"][0] in labels
     assert abs(sum(outputs["scores"]["data"]) - 1.0) < 1e-4
+
+
+SLOW_CLIENTS = 4 * FLOOD_QUEUE
+
+
+def _metric(server: Server, name: str) -> float:
+    text = httpx.get(server.url + contract.METRICS_PATH, timeout=10).text
+    line = next(li for li in text.splitlines() if li.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def _wait_for(check: Any, *, what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within:g} s: {what}")
+        time.sleep(0.05)
+
+
+def test_a_slow_body_flood_holds_no_queue_slot(flood_server: Server) -> None:
+    """4 x the queue of clients send headers and one byte of a 2 KB body, then nothing: they
+    hold connections, not queue slots, so normal clients are answered meanwhile."""
+    path = flood_server.infer_path
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2048\r\n\r\n{"
+    ).encode()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            connection = socket.create_connection(("127.0.0.1", flood_server.port), timeout=30)
+            connection.sendall(head)
+            slow.append(connection)
+        _wait_for(
+            lambda: _metric(flood_server, contract.METRIC_RECEIVING) >= SLOW_CLIENTS,
+            what=f"{SLOW_CLIENTS} bodies arriving",
+        )
+        assert _queue_depth(flood_server) == 0  # arriving bodies hold no slot
+        body = image_body(32)
+        limits = httpx.Limits(max_connections=FLOOD_QUEUE)
+        with (
+            flood_server.client(limits=limits) as client,
+            concurrent.futures.ThreadPoolExecutor(FLOOD_QUEUE) as pool,
+        ):
+            codes = list(
+                pool.map(lambda _: client.post(path, json=body).status_code, range(2 * FLOOD_QUEUE))
+            )
+        print(
+            f"slow-body flood: {SLOW_CLIENTS} slow clients; normal clients: {Counter(codes)}; "
+            f"still arriving: {_metric(flood_server, contract.METRIC_RECEIVING):g}"
+        )
+        assert codes == [200] * (2 * FLOOD_QUEUE), Counter(codes)
+        assert _metric(flood_server, contract.METRIC_RECEIVING) >= SLOW_CLIENTS
+    finally:
+        for connection in slow:
+            connection.close()
+    _wait_for(
+        lambda: _metric(flood_server, contract.METRIC_RECEIVING) == 0,
+        what="the slow clients' requests ended",
+    )
+    assert _queue_depth(flood_server) == 0
+    with flood_server.client() as client:
+        assert client.get(contract.READY_PATH).json() == {"ready": True}

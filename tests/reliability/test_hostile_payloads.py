@@ -157,6 +157,10 @@ def zero_shot(
     }
 
 
+def zero_shot_shape(shape: list[int]) -> dict[str, Any]:
+    return {"inputs": [{"name": "image", "shape": shape, "datatype": "BYTES", "data": []}]}
+
+
 def speech(audio: bytes) -> dict[str, Any]:
     return {"inputs": [bytes_input("audio", [b64(audio)])]}
 
@@ -320,8 +324,14 @@ CASES = [
         lambda: zero_shot(labels=[str(i) for i in range(65)]),
     ),
     # JSON structure
-    Case("nested-arrays-100k", 400, "not valid JSON", lambda: b"[" * 100_000 + b"]" * 100_000),
-    Case("nested-objects-5000", 400, "not valid JSON", lambda: _nested_objects(5000)),
+    Case(
+        "nested-arrays-100k",
+        400,
+        "100000 JSON arrays and objects; at most 4096",
+        lambda: b"[" * 100_000 + b"]" * 100_000,
+    ),
+    Case("nested-arrays-2000", 400, "not valid JSON", lambda: b"[" * 2_000 + b"]" * 2_000),
+    Case("nested-objects-3000", 400, "not valid JSON", lambda: _nested_objects(3000)),
     Case(
         "data-nested-1000-deep",
         400,
@@ -444,6 +454,25 @@ CASES = [
         lambda: zero_shot(parameters={"hypothesis_template": "{}" + "x" * MIB}),
     ),
     Case("label-whitespace", 400, "is empty", lambda: zero_shot(labels=["cat", " \t\u3000 "])),
+    # client strings echoed in messages are cut (issue 14)
+    Case(
+        "parameter-key-1mb",
+        400,
+        "(1048576 characters)",
+        lambda: {**zero_shot(), "parameters": {"k" * MIB: [1]}},
+    ),
+    Case(
+        "output-name-1mb",
+        400,
+        "unknown output 'oooo",
+        lambda: {**zero_shot(), "outputs": [{"name": "o" * MIB}]},
+    ),
+    Case(
+        "shape-of-huge-numbers",
+        400,
+        "shape must hold non-negative integers",
+        lambda: zero_shot_shape([-(2**63)] * 4),
+    ),
     Case(
         "labels-repeated", 400, "same label twice", lambda: zero_shot(labels=["\u00e9", "\u00e9"])
     ),
@@ -467,6 +496,7 @@ def test_hostile_request_gets_the_right_4xx(case: Case, request: pytest.FixtureR
     error = response.json()["error"]
     assert case.message in error, error
     assert " at 0x" not in error  # no object reprs (memory addresses) in what clients read
+    assert len(error) <= 300, error[:1000]  # client strings and exception text come back cut
 
 
 # Files whose headers lie about their length are decoded for what they hold: libsndfile

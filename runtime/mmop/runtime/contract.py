@@ -96,6 +96,11 @@ ENV_FAULT_LATENCY_MS: Final = "MMOP_FAULT_LATENCY_MS"  # extra latency added to 
 # "true": requests with the smoke-test header are spared the injected errors (a canary that
 # passes its test inference and then fails in the analysis, the path a rollout test wants)
 ENV_FAULT_SPARE_SMOKE_TEST: Final = "MMOP_FAULT_SPARE_SMOKE_TEST"
+# The container's memory limit in bytes (the operator sets it from the Downward API's
+# limits.memory); the runtime fits its queue and receive buffers into it.
+ENV_MEMORY_LIMIT_BYTES: Final = "MMOP_MEMORY_LIMIT_BYTES"
+ENV_BODY_TIMEOUT_SECONDS: Final = "MMOP_BODY_TIMEOUT_SECONDS"  # a slower body gets 408
+ENV_MAX_CONNECTIONS: Final = "MMOP_MAX_CONNECTIONS"  # open connections; more get 503
 
 # Where the Deployment mounts the writable model cache (HF_HOME points inside it).
 CACHE_MOUNT_PATH: Final = "/var/cache/mmop"
@@ -113,6 +118,7 @@ METRIC_REJECTED: Final = "mmop_rejected_requests"  # counter, label reason
 METRIC_MODEL_LOAD: Final = "mmop_model_load_seconds"
 METRIC_GPU_UTILIZATION: Final = "mmop_gpu_utilization_percent"
 METRIC_GPU_MEMORY_USED: Final = "mmop_gpu_memory_used_bytes"
+METRIC_RECEIVING: Final = "mmop_receiving_requests"  # gauge: bodies arriving, not yet admitted
 # Derived by prometheus-adapter (rate of mmop_requests_total) for the HPA Pods metric.
 METRIC_REQUESTS_PER_SECOND: Final = "mmop_requests_per_second"
 # Labels on mmop_requests_total.

@@ -21,7 +21,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import orjson
 
-from mmop.runtime import contract, loading, protocol, tasks
+from mmop.runtime import contract, loading, memory, protocol, tasks
 from mmop.runtime.batching import BatchConfig, Batcher
 from mmop.runtime.errors import (
     Draining,
@@ -31,6 +31,8 @@ from mmop.runtime.errors import (
     ModelNotFound,
     NotReady,
     QueueFull,
+    detail,
+    echo,
 )
 from mmop.runtime.metrics import Metrics, cuda_probes
 from mmop.runtime.protocol import EmbeddingsRequest, InferRequest, OutputTensor
@@ -62,13 +64,15 @@ def _package_version() -> str:
 
 
 class Admission:
-    """A slot in the bounded queue, held from admission until the answer is ready."""
+    """A slot in the bounded queue, held from admission until the answer is ready, with the
+    request's worst-case memory cost counted against the plan's admitted-bytes budget."""
 
-    __slots__ = ("_plane", "_released", "admitted_at")
+    __slots__ = ("_plane", "_released", "admitted_at", "cost")
 
-    def __init__(self, plane: DataPlane, admitted_at: float) -> None:
+    def __init__(self, plane: DataPlane, admitted_at: float, cost: int = 0) -> None:
         self._plane = plane
         self.admitted_at = admitted_at
+        self.cost = cost
         self._released = False
 
     def __enter__(self) -> Admission:
@@ -77,7 +81,32 @@ class Admission:
     def __exit__(self, *exc_info: object) -> None:
         if not self._released:
             self._released = True
-            self._plane._release()
+            self._plane._release(self.cost)
+
+
+class Receipt:
+    """Bytes of one request body received so far, counted against the plane's receive budget
+    until the request is admitted or refused (then its body is the queue's to bound)."""
+
+    __slots__ = ("_plane", "received")
+
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+        self.received = 0
+
+    def add(self, size: int) -> None:
+        """Count ``size`` more bytes; ``QueueFull`` when bodies in flight would exceed it."""
+        self._plane._reserve(size)
+        self.received += size
+
+    def __enter__(self) -> Receipt:
+        self._plane.metrics.add_receiving(1)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._plane.metrics.add_receiving(-1)
+        self._plane._unreserve(self.received)
+        self.received = 0
 
 
 class DataPlane:
@@ -108,6 +137,14 @@ class DataPlane:
             max_workers=settings.preprocess_threads, thread_name_prefix="mmop-decode"
         )
         self._inflight = 0
+        self._admitted_bytes = 0
+        self._receiving = 0
+        self._plan = memory.plan_memory(
+            settings,
+            limit_bytes=None,
+            baseline_bytes=memory.resident_bytes(),
+            sample_bytes=0,
+        )
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -172,6 +209,13 @@ class DataPlane:
         if loaded.device.type == "cuda":
             utilization, memory_used = cuda_probes(loaded.device.index or 0)
             self.metrics.watch_gpu(utilization=utilization, memory_used=memory_used)
+        self._plan = memory.plan_memory(
+            settings,
+            limit_bytes=memory.memory_limit(settings.memory_limit_bytes),
+            baseline_bytes=memory.resident_bytes(),
+            sample_bytes=max((memory.data_bytes(s.data) for s in warmup.samples), default=0),
+        )
+        (log.info if self._plan.fits else log.warning)("%s", self._plan.describe())
         self._task, self._batcher = task, batcher
         self._state = ModelState.READY
         log.info(
@@ -210,24 +254,73 @@ class DataPlane:
 
     # --- admission and draining -----------------------------------------------------------------
 
-    def admit(self) -> Admission:
-        """Take a queue slot or refuse at once (draining 503, not ready 503, full 429)."""
+    @property
+    def memory_plan(self) -> memory.MemoryPlan:
+        """The limits in force: the configured ones until the model is loaded, then fitted to
+        the memory limit."""
+        return self._plan
+
+    def check_capacity(self) -> None:
+        """Refuse at once what ``admit`` would refuse now (draining 503, not ready 503, full
+        429), without taking a slot: adapters call it before receiving a body."""
         if self._draining:
             raise Draining("the server is shutting down")
         reason = self.not_ready_reason()
         if reason is not None:
             raise NotReady(reason)
-        if self._inflight >= self.settings.max_queue_size:
+        limit = self._plan.queue_size
+        if self._inflight >= limit:
             raise QueueFull(
-                f"the queue is full ({self.settings.max_queue_size} requests); retry later",
+                f"the queue is full ({limit} requests); retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+
+    def receiving(self) -> Receipt:
+        """Count a body's bytes while it arrives (before admission): many clients sending at
+        once hold at most the plan's ``receive_bytes``, and a slow one holds no queue slot."""
+        return Receipt(self)
+
+    def _reserve(self, size: int) -> None:
+        limit = self._plan.receive_bytes
+        if self._receiving + size > limit:
+            raise QueueFull(
+                f"the queue is full: request bodies arriving at once are over {limit} bytes; "
+                "retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        self._receiving += size
+
+    def _unreserve(self, size: int) -> None:
+        self._receiving -= size
+
+    @property
+    def receiving_bytes(self) -> int:
+        return self._receiving
+
+    def admit(self, *, body_bytes: int = 0) -> Admission:
+        """Take a queue slot or refuse at once (draining 503, not ready 503, full 429).
+
+        Adapters receive the whole body first (a slot is never held while a body trickles in)
+        and pass its size: the request's worst-case cost must fit the admitted-bytes budget of
+        the memory plan, except in an empty queue.
+        """
+        self.check_capacity()
+        cost = self._plan.request_cost(body_bytes) if body_bytes else 0
+        budget = self._plan.admit_bytes
+        if budget is not None and self._inflight and self._admitted_bytes + cost > budget:
+            raise QueueFull(
+                f"the queue is full: admitted requests may hold {budget} bytes, and this one "
+                f"up to {cost}; retry later",
                 retry_after=RETRY_AFTER_SECONDS,
             )
         self._inflight += 1
+        self._admitted_bytes += cost
         self._idle.clear()
         self.metrics.set_queue_depth(self._inflight)
-        return Admission(self, self._clock())
+        return Admission(self, self._clock(), cost)
 
-    def _release(self) -> None:
+    def _release(self, cost: int = 0) -> None:
+        self._admitted_bytes -= cost
         self._inflight -= 1
         self.metrics.set_queue_depth(self._inflight)
         if self._inflight == 0:
@@ -260,11 +353,13 @@ class DataPlane:
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
             raise ModelNotFound(
-                f"model {name!r} is not served here; this server serves {self.name!r}"
+                f"model {echo(name)} is not served here; this server serves {self.name!r}"
             )
         if version is not None and version != self.version:
             known = repr(self.version) if self.version else "none"
-            raise ModelNotFound(f"model {name!r} has no version {version!r} (served: {known})")
+            raise ModelNotFound(
+                f"model {echo(name)} has no version {echo(version)} (served: {known})"
+            )
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         self.check_model(name, version)
@@ -276,6 +371,7 @@ class DataPlane:
         }
         if self._task is not None:
             parameters |= self._task.metadata_parameters()
+        parameters |= self._plan.metadata()
         document: dict[str, Any] = {"name": self.name}
         if self.version:
             document["versions"] = [self.version]
@@ -336,13 +432,13 @@ class DataPlane:
         unknown = [name for name in request.inputs if name not in names]
         if unknown:
             raise InvalidInput(
-                f"unknown input {unknown[0]!r}; model {self.name} takes {', '.join(names)}"
+                f"unknown input {echo(unknown[0])}; model {self.name} takes {', '.join(names)}"
             )
         outputs = self.signature.output_names
         for name in request.outputs or ():
             if name not in outputs:
                 raise InvalidInput(
-                    f"unknown output {name!r}; model {self.name} produces {', '.join(outputs)}"
+                    f"unknown output {echo(name)}; model {self.name} produces {', '.join(outputs)}"
                 )
         return request, self._preprocess(task.preprocess, request)
 
@@ -393,9 +489,7 @@ class DataPlane:
             # Processors raise plain exceptions for inputs they cannot handle (odd image modes,
             # sizes); the input caused it, and the message says what the processor disliked.
             log.warning("preprocessing failed: %s", loading.one_line(exc))
-            raise InvalidInput(
-                f"the input could not be preprocessed: {loading.one_line(exc)}"
-            ) from exc
+            raise InvalidInput(f"the input could not be preprocessed: {detail(exc)}") from exc
 
     def _running(self) -> tuple[Task, Batcher]:
         if self._task is None or self._batcher is None:
@@ -458,6 +552,6 @@ def _select_outputs(
     missing = [name for name in requested if name not in produced]
     if missing:
         raise InvalidInput(
-            f"output {missing[0]!r} is not produced for this request (its inputs are missing)"
+            f"output {echo(missing[0])} is not produced for this request (its inputs are missing)"
         )
     return [produced[name] for name in dict.fromkeys(requested)]

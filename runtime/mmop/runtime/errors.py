@@ -7,7 +7,33 @@ was not rejected but failed, so it is not counted there).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+# What a client reads back of its own strings (names, keys, shapes) and of exception text: enough
+# to recognise them, never the megabyte a hostile client sent (nor a log line that size).
+MAX_ECHO_CHARS: Final = 64
+MAX_DETAIL_CHARS: Final = 200
+MAX_MESSAGE_CHARS: Final = 1024
+
+
+def echo(value: object, *, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with the size left out.
+
+    Strings are shortened before ``repr`` so a huge one costs no huge copy.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} characters)"
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[:limit]}… ({len(text)} characters)"
+    return text
+
+
+def detail(text: object, *, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Exception (or other) text on one line, cut to ``limit`` characters."""
+    raw = str(text)[: limit * 4]
+    line = " ".join(raw.split()) or type(text).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class RuntimeFailure(Exception):
@@ -17,7 +43,11 @@ class RuntimeFailure(Exception):
 
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else type(self).__name__
+        """What the client reads; never over ``MAX_MESSAGE_CHARS`` whatever went into it."""
+        text = str(self.args[0]) if self.args else type(self).__name__
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+        return text
 
 
 class InvalidInput(RuntimeFailure):
@@ -67,8 +97,8 @@ class Draining(RuntimeFailure):
 
 
 class BodyTimeout(RuntimeFailure):
-    """The request body did not arrive within the queue timeout (408): a slow client must not
-    hold a queue slot for ever."""
+    """The request body did not arrive within ``body_timeout_seconds`` (408): a slow client must
+    not hold a connection for ever (it never holds a queue slot: bodies are read first)."""
 
     reason = "body_timeout"
 

@@ -101,6 +101,13 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.receiving = Gauge(
+            contract.METRIC_RECEIVING,
+            "Inference requests whose body is arriving (not yet admitted to the queue)",
+            labels,
+            registry=self.registry,
+        )
+        self._receiving = self.receiving.labels(model)
         self._queue_depth = self.queue_depth.labels(model)
         self._queue_wait = self.queue_wait.labels(model)
         self._batch_size = self.batch_size.labels(model)
@@ -117,6 +124,9 @@ class Metrics:
 
     def observe_rejected(self, reason: str) -> None:
         self.rejected.labels(self.model, reason).inc()
+
+    def add_receiving(self, change: int) -> None:
+        self._receiving.inc(change)
 
     def set_queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)

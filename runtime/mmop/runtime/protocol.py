@@ -1,8 +1,11 @@
 """Wire formats, transport-neutral: Open Inference Protocol v2 and OpenAI embeddings.
 
 Request bodies are parsed with orjson from raw bytes and checked field by field (no pydantic
-model of megabyte-sized base64 strings). The structure is validated exactly, so nesting deeper
-than a tensor's shape is refused; orjson itself refuses documents nested over 1024 levels.
+model of megabyte-sized base64 strings). Before parsing, the raw bytes are counted: a body with
+more JSON values or containers than any valid request needs is refused, because a 2.9 MB
+``{"inputs":[[],[],...]}`` becomes some 70 MB of Python objects. After parsing, the structure
+is validated exactly, so nesting deeper than a tensor's shape is refused; orjson itself refuses
+documents nested over 1024 levels.
 The OIP binary tensor extension (``Inference-Header-Content-Length``) is accepted on input.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from mmop.runtime.errors import InvalidInput
+from mmop.runtime.errors import InvalidInput, detail, echo
 
 Scalar = str | int | float | bool
 Value = str | bytes  # one element of a BYTES tensor: str from JSON, bytes from binary data
@@ -43,8 +47,16 @@ MAX_RANK: Final = 4
 MAX_NAME_CHARS: Final = 128
 MAX_ID_CHARS: Final = 256
 MAX_PARAMETERS: Final = 64
-# Numeric tensors are parsed for completeness; none of the tasks takes a large one.
-MAX_NUMERIC_ELEMENTS: Final = 1_000_000
+# Numeric tensors are parsed for completeness; none of the tasks takes a large one. As Python
+# numbers each element costs some 32 bytes, whatever its size on the wire.
+MAX_NUMERIC_ELEMENTS: Final = 65_536
+# The most JSON values (of any kind) and arrays/objects a request body may hold: a numeric tensor
+# at its limit plus room for names, shapes and parameters. Each value or container is at least
+# some 30 to 60 bytes of Python object, so these bound the parsed document to a few MB.
+MAX_JSON_VALUES: Final = MAX_NUMERIC_ELEMENTS + 16_384
+MAX_JSON_CONTAINERS: Final = 4_096
+# A JSON string (escapes included): the pre-scan takes brackets and commas in strings out.
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NUMERIC_TYPES: Final = (int, float)
 
 
@@ -125,7 +137,7 @@ def parse_infer_request(
             raw, position=position, binary=binary, offset=offset, max_items=max_items
         )
         if tensor.name in inputs:
-            raise InvalidInput(f"input {tensor.name!r} appears twice")
+            raise InvalidInput(f"input {echo(tensor.name)} appears twice")
         inputs[tensor.name] = tensor
     if offset != len(binary):
         raise InvalidInput(
@@ -143,13 +155,48 @@ def loads_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object from raw bytes."""
     if not body:
         raise InvalidInput("the request body is empty; a JSON object is expected")
+    check_json_size(body)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
+        raise InvalidInput(f"the request body is not valid JSON: {detail(exc)}") from None
     if not isinstance(document, dict):
         raise InvalidInput(f"the request body must be a JSON object, not {_json_type(document)}")
     return document
+
+
+def check_json_size(body: bytes) -> None:
+    """Refuse a body holding more JSON values or containers than a request needs, before parsing.
+
+    Counting ``[``, ``{`` and ``,`` runs at memchr speed and over-counts only those inside
+    strings; only a body over a limit by that count is counted again without what its strings
+    hold, string by string, without copying (each string is a value too, so that loop stops
+    after ``MAX_JSON_VALUES`` strings).
+    """
+    containers = body.count(b"[") + body.count(b"{")
+    commas = body.count(b",")
+    if containers <= MAX_JSON_CONTAINERS and containers + commas <= MAX_JSON_VALUES:
+        return
+    for position, match in enumerate(_JSON_STRING.finditer(body)):
+        if position >= MAX_JSON_VALUES:
+            raise InvalidInput(
+                f"the request body holds over {MAX_JSON_VALUES} JSON strings; at most "
+                f"{MAX_JSON_VALUES} values are accepted"
+            )
+        start, end = match.span()
+        containers -= body.count(b"[", start, end) + body.count(b"{", start, end)
+        commas -= body.count(b",", start, end)
+    values = containers + commas
+    if containers > MAX_JSON_CONTAINERS:
+        raise InvalidInput(
+            f"the request body holds {containers} JSON arrays and objects; at most "
+            f"{MAX_JSON_CONTAINERS} are accepted"
+        )
+    if values > MAX_JSON_VALUES:
+        raise InvalidInput(
+            f"the request body holds about {values} JSON values; at most {MAX_JSON_VALUES} are "
+            "accepted"
+        )
 
 
 def _input_tensor(
@@ -161,7 +208,7 @@ def _input_tensor(
     name = raw.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"{where}.name must be a non-empty string")
-    where = f"input {name!r}"
+    where = f"input {echo(name)}"
     datatype = raw.get("datatype")
     if datatype not in DATATYPES:
         raise InvalidInput(f"{where}: datatype must be one of {', '.join(DATATYPES)}")
@@ -198,7 +245,7 @@ def _shape(raw: Any, *, where: str) -> tuple[int, ...]:
         raise InvalidInput(f"{where}: shape must be a list of 1 to {MAX_RANK} sizes")
     for size in raw:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidInput(f"{where}: shape must hold non-negative integers, got {raw!r}")
+            raise InvalidInput(f"{where}: shape must hold non-negative integers, got {echo(raw)}")
     return tuple(raw)
 
 
@@ -299,7 +346,7 @@ def _parameters(raw: Any, *, where: str) -> dict[str, Scalar]:
     for key, value in raw.items():
         if not isinstance(value, str | int | float | bool):
             raise InvalidInput(
-                f"{where}[{key!r}] must be a string, number or boolean, not {_json_type(value)}"
+                f"{where}[{echo(key)}] must be a string, number or boolean, not {_json_type(value)}"
             )
     return raw
 
@@ -309,6 +356,8 @@ def _requested_outputs(raw: Any) -> tuple[str, ...] | None:
         return None
     if not isinstance(raw, list):
         raise InvalidInput(f"'outputs' must be a list, not {_json_type(raw)}")
+    if len(raw) > MAX_INPUTS:
+        raise InvalidInput(f"'outputs' has {len(raw)} entries; at most {MAX_INPUTS}")
     names: list[str] = []
     for position, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

@@ -170,11 +170,34 @@ class RuntimeSettings(BaseSettings):
         False, description="no injected errors for requests with the smoke-test header"
     )
 
-    @field_validator("name", "revision", "cache_dir", "auth_token", mode="before")
+    # --- memory and connections -----------------------------------------------------------------
+    memory_limit_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="the container's memory limit (default: the cgroup's); the queue and the "
+        "receive buffers are lowered to fit it",
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request body must arrive within this (408 beyond)"
+    )
+    max_connections: int = Field(
+        1024, ge=1, le=1_000_000, description="most open connections; more get 503 at once"
+    )
+
+    @field_validator(
+        "name", "revision", "cache_dir", "auth_token", "memory_limit_bytes", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # Deployments often set an env var to "" rather than leave it out.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _strip_token(cls, value: Any) -> Any:
+        # A Secret made from a file (kubectl create secret --from-file) ends with a newline that
+        # no client sends: surrounding whitespace is never part of a bearer token (RFC 6750).
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("device")
     @classmethod

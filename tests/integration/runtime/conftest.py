@@ -89,7 +89,7 @@ SPECS: dict[str, ServerSpec] = {
     "slow_server": ServerSpec(
         contract.TASK_IMAGE_CLASSIFICATION,
         args=("--queue-timeout-seconds", "0.2"),
-        env={contract.ENV_FAULT_LATENCY_MS: "400"},
+        env={contract.ENV_FAULT_LATENCY_MS: "400", contract.ENV_BODY_TIMEOUT_SECONDS: "0.2"},
     ),
 }
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from mmop.runtime import contract
 from mmop.runtime.errors import (
@@ -22,7 +25,7 @@ from mmop.runtime.errors import (
 )
 from mmop.runtime.metrics import Metrics
 from mmop.runtime.server.errors import error_response
-from mmop.runtime.server.middleware import endpoint_of
+from mmop.runtime.server.middleware import BearerAuthMiddleware, endpoint_of
 
 
 @pytest.mark.parametrize(
@@ -110,3 +113,18 @@ def test_metrics_use_contract_names_in_a_private_registry() -> None:
         contract.METRIC_GPU_MEMORY_USED,
     ):
         assert f"# TYPE {name} " in text
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("ok")(scope, receive, send)
+
+
+@pytest.mark.parametrize("configured", ["s3cret", "s3cret\n", " s3cret\r\n"])
+@pytest.mark.parametrize("presented", ["Bearer s3cret", "bearer  s3cret ", "BEARER s3cret"])
+def test_bearer_tokens_are_normalised_on_both_sides(configured: str, presented: str) -> None:
+    # A Secret made from a file ends with a newline that no client sends.
+    app = BearerAuthMiddleware(_ok, token=configured, metrics=Metrics(model="m"))
+    client = TestClient(app)  # no lifespan: the stub app answers HTTP only
+    assert client.get("/v2/models/m", headers={"Authorization": presented}).status_code == 200
+    assert client.get("/v2/models/m", headers={"Authorization": "Bearer s3cre"}).status_code == 401
+    assert client.get("/v2/models/m").status_code == 401

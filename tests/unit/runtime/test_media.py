@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,6 +150,78 @@ class TestAudio:
         empty = audio_bytes(np.zeros(0, dtype=np.float32), 16000)
         with pytest.raises(InvalidInput, match="no audio samples"):
             decode_audio(empty, what="a", sampling_rate=16000, max_seconds=30)
+
+
+def silent_flac(*, seconds: float, rate: int, channels: int) -> bytes:
+    """Silence compresses to almost nothing: a tiny file whose header promises a lot."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(
+        buffer, "w", samplerate=rate, channels=channels, format="FLAC", subtype="PCM_16"
+    ) as file:
+        block = np.zeros((65_536, channels), dtype=np.int16)
+        left = int(seconds * rate)
+        while left > 0:
+            file.write(block[: min(left, len(block))])
+            left -= len(block)
+    return buffer.getvalue()
+
+
+def peak_bytes(action: Callable[[], Any]) -> int:
+    """The most memory (Python objects and numpy buffers) allocated while ``action`` ran."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        with contextlib.suppress(InvalidInput):
+            action()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def decode(data: bytes, *, max_seconds: float = 30) -> Any:
+    return decode_audio(data, what="a", sampling_rate=16000, max_seconds=max_seconds)
+
+
+class TestAudioBombs:
+    """Audio is bounded by rate, channels and frames x channels before a sample is decoded."""
+
+    def test_the_issues_bomb_is_refused_before_decoding(self) -> None:
+        # 2 s of 8-channel FLAC at 655,350 Hz: 45 KB that decoded to 42 MB of float32 before
+        # (the issue's 30 s of it is 170 KB and 600 MB).
+        bomb = silent_flac(seconds=2, rate=655_350, channels=8)
+        assert len(bomb) < 100_000
+        with pytest.raises(InvalidInput, match="sample rate of 655350 Hz, over the limit of"):
+            decode(bomb)
+        assert peak_bytes(lambda: decode(bomb)) < 2 * 1024 * 1024
+
+    def test_too_many_channels(self) -> None:
+        data = audio_bytes(np.zeros((1600, 16), dtype=np.float32), 16_000)  # FLAC stops at 8
+        with pytest.raises(InvalidInput, match="16 channels; at most 8"):
+            decode(data)
+
+    def test_frames_times_channels_is_bounded(self) -> None:
+        # 96 kHz in 8 channels: 768,000 samples per second, twice the budget.
+        data = silent_flac(seconds=1, rate=96_000, channels=8)
+        with pytest.raises(InvalidInput, match="768000 samples, over the limit of 384000"):
+            decode(data, max_seconds=1)
+
+    def test_multichannel_audio_is_mixed_down_block_by_block(self) -> None:
+        # 10 s of 8 channels at 16 kHz: the whole multichannel array would be 5 MB of float32;
+        # mixing down block by block holds the 640 KB mono result and one block.
+        rate, channels = 16_000, 8
+        tone = 0.25 * np.sin(2 * np.pi * 440 * np.arange(10 * rate) / rate)
+        data = audio_bytes(np.repeat(tone[:, None], channels, axis=1), rate, fmt="FLAC")
+        audio = decode(data)
+        assert audio.shape == (10 * rate,)
+        np.testing.assert_allclose(audio, tone, atol=1e-3)
+        whole = 10 * rate * channels * 4
+        assert peak_bytes(lambda: decode(data)) < whole / 2
+
+    def test_a_header_at_the_limits_is_accepted(self) -> None:
+        data = silent_flac(seconds=1, rate=192_000, channels=2)
+        assert decode(data, max_seconds=1).shape == (16_000,)
 
 
 class TestResample:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,9 @@ class TestInferRequest:
 
     def test_pathologically_nested_json_is_refused(self) -> None:
         deep = b"[" * 100_000 + b"]" * 100_000
+        with pytest.raises(InvalidInput, match="100000 JSON arrays and objects; at most 4096"):
+            parse_infer_request(deep, max_items=8)
+        deep = b"[" * 2_000 + b"]" * 2_000  # within the count, over orjson's depth
         with pytest.raises(InvalidInput, match="not valid JSON"):
             parse_infer_request(deep, max_items=8)
         nested: Any = "a"
@@ -255,3 +259,84 @@ def test_embeddings_response_base64_is_little_endian_float32() -> None:
     assert np.frombuffer(raw, dtype="<f4").tolist() == [0.5, -1.25, 3.0]
     assert document["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
     assert document["object"] == "list"
+
+
+class TestJsonStructureBound:
+    """The structure of a body is counted on its raw bytes before orjson builds objects."""
+
+    @staticmethod
+    def _peak(body: bytes) -> int:
+        tracemalloc.start()
+        try:
+            with pytest.raises(InvalidInput):
+                parse_infer_request(body, max_items=8)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return peak
+
+    @pytest.mark.parametrize(
+        ("element", "message"),
+        [
+            (b"[]", "JSON arrays and objects; at most 4096"),
+            (b"{}", "JSON arrays and objects; at most 4096"),
+            (b"0.5", "JSON values; at most 81920"),
+            (b'"ab"', "JSON strings; at most 81920 values"),
+        ],
+    )
+    def test_a_bomb_of_small_values_is_refused_before_parsing(
+        self, element: bytes, message: str
+    ) -> None:
+        # 2.9 MB of "[]," became ~70 MB of Python lists (the issue's figure) before any check.
+        count = 2_900_000 // (len(element) + 1)
+        body = b'{"inputs":[' + b",".join([element] * count) + b"]}"
+        with pytest.raises(InvalidInput, match=message):
+            parse_infer_request(body, max_items=8)
+        # The recount with strings removed costs about two copies of the body; parsing it
+        # cost over 20 times the body.
+        assert self._peak(body) < 3 * len(body)
+
+    def test_commas_and_brackets_inside_strings_do_not_count(self) -> None:
+        text = "[{,}]" * 4000  # 20,000 structural characters, all inside strings
+        request = _parse(
+            {"inputs": [_tensor("text", [text] * 8)], "parameters": {"q": 'a\\"[,' * 100}}
+        )
+        assert request.inputs["text"].values == [text] * 8
+
+    def test_a_numeric_tensor_at_its_limit_is_parsed(self) -> None:
+        count = 65_536
+        request = _parse(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [count], "data": [0.5] * count}]}
+        )
+        assert len(request.inputs["x"].values) == count
+        with pytest.raises(InvalidInput, match="65537 elements; at most 65536"):
+            _parse(
+                {"inputs": [{"name": "x", "datatype": "FP32", "shape": [count + 1], "data": [0.5]}]}
+            )
+
+
+class TestEchoedStringsAreCapped:
+    """Client strings come back in messages cut to a few dozen characters."""
+
+    HUGE = "k" * 1_000_000
+
+    @pytest.mark.parametrize(
+        "document",
+        [
+            {"inputs": [_tensor("t", ["a"])], "parameters": {HUGE: [1]}},
+            {"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1], "data": ["a"]}] * 2},
+            {"inputs": [_tensor("t", ["a"]), {**_tensor("t", ["a"]), "parameters": {HUGE: {}}}]},
+            {"inputs": [{"name": "t", "datatype": "BYTES", "shape": [-1, 2], "data": []}]},
+            {"inputs": [_tensor("t", ["a"])], "outputs": [{"name": "x"}] * 17},
+        ],
+    )
+    def test_parser_messages_stay_short(self, document: Any) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            _parse(document)
+        assert len(caught.value.message) <= 200, caught.value.message[:300]
+
+    def test_a_huge_parameter_key_is_cut_with_its_size(self) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            _parse({"inputs": [_tensor("t", ["a"])], "parameters": {self.HUGE: [1]}})
+        assert "(1000000 characters)" in caught.value.message
+        assert "k" * 65 not in caught.value.message

@@ -165,3 +165,29 @@ def test_grpc_port_defaults_to_the_contract_and_0_disables(
     with pytest.raises(SystemExit) as exit_info:
         load_settings([*base, "--grpc-port", "70000"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("raw", ["s3cret\n", "  s3cret\r\n", "\ts3cret "])
+def test_the_auth_token_is_stripped(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    # A Secret made from a file (kubectl create secret --from-file) ends with a newline.
+    monkeypatch.setenv(contract.ENV_AUTH_TOKEN, raw)
+    settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
+    assert settings.auth_token is not None
+    assert settings.auth_token.get_secret_value() == "s3cret"
+
+
+def test_a_whitespace_token_means_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(contract.ENV_AUTH_TOKEN, "\n")
+    settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
+    assert settings.auth_token is None
+
+
+def test_memory_and_connection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
+    assert settings.memory_limit_bytes is None
+    assert (settings.body_timeout_seconds, settings.max_connections) == (30, 1024)
+    monkeypatch.setenv(contract.ENV_MEMORY_LIMIT_BYTES, str(16 * 2**30))
+    monkeypatch.setenv(contract.ENV_BODY_TIMEOUT_SECONDS, "5")
+    settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
+    assert settings.memory_limit_bytes == 16 * 2**30
+    assert settings.body_timeout_seconds == 5

@@ -62,6 +62,11 @@ def runtime_env(*, mm: models.MultimodalModel, plan: VersionPlan) -> list[dict[s
             "value": "true" if serving.model.trust_remote_code else "false",
         },
         {"name": contract.ENV_CACHE_DIR, "value": contract.CACHE_MOUNT_PATH},
+        # The runtime fits its queue and receive buffers into the container's memory limit.
+        {
+            "name": contract.ENV_MEMORY_LIMIT_BYTES,
+            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}},
+        },
         {"name": "HF_HOME", "value": f"{contract.CACHE_MOUNT_PATH}/hf"},
     ]
     if serving.runtime.auth_secret_ref is not None:

@@ -1,7 +1,8 @@
 """The HTTP adapter: OIP v2 and OpenAI routes over the data plane (FastAPI/Starlette).
 
-Handlers read raw bodies (bounded while reading) and hand them to the data plane; every
-error goes through ``server.errors``. Nothing here knows about models or batching.
+Handlers receive whole raw bodies (bounded in size and time, counted against the data plane's
+receive budget) before they take a queue slot, and hand them to the data plane; every error
+goes through ``server.errors``. Nothing here knows about models or batching.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from starlette.responses import Response
 from starlette.types import Lifespan
 
 from mmop.runtime import contract
-from mmop.runtime.dataplane import DataPlane
-from mmop.runtime.errors import BodyTimeout, InvalidInput, ModelNotFound, PayloadTooLarge
+from mmop.runtime.dataplane import Admission, DataPlane, Receipt
+from mmop.runtime.errors import BodyTimeout, InvalidInput, ModelNotFound, PayloadTooLarge, echo
 from mmop.runtime.metrics import CONTENT_TYPE
 from mmop.runtime.server import openapi
 from mmop.runtime.server.errors import error_response, json_response
@@ -32,8 +33,11 @@ _DECOMPRESSORS: Final[dict[str, Callable[[], Any]]] = {
 }
 
 
-async def read_body(request: Request, *, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, *, limit: int, receipt: Receipt | None = None) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes.
+
+    Each chunk (and the decompressed body) is counted on ``receipt`` as it arrives.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -51,6 +55,8 @@ async def read_body(request: Request, *, limit: int) -> bytes:
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+            if receipt is not None:
+                receipt.add(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidInput("the client disconnected while sending the body") from None
@@ -59,7 +65,7 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     if encoding in ("", "identity"):
         return body
     if encoding not in _DECOMPRESSORS:
-        raise InvalidInput(f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
+        raise InvalidInput(f"Content-Encoding {echo(encoding)} is not supported (gzip, deflate)")
     decompressor = _DECOMPRESSORS[encoding]()
     try:
         # Bounded output: a small compressed body must not expand past the limit (zip bomb).
@@ -68,15 +74,19 @@ async def read_body(request: Request, *, limit: int) -> bytes:
         raise InvalidInput(f"the body is not valid {encoding} data ({exc})") from None
     if len(plain) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLarge(f"the decompressed body is over the limit of {limit} bytes")
+    if receipt is not None:
+        receipt.add(len(plain))
     return plain
 
 
-async def read_body_within(request: Request, *, limit: int, seconds: float) -> bytes:
+async def read_body_within(
+    request: Request, *, limit: int, seconds: float, receipt: Receipt | None = None
+) -> bytes:
     """``read_body``, refused (408) when the body takes longer than ``seconds`` to arrive:
-    the request holds a queue slot meanwhile, and would be too old to run anyway."""
+    a slow client must not hold a connection and its buffered bytes for ever."""
     try:
         async with asyncio.timeout(seconds):
-            return await read_body(request, limit=limit)
+            return await read_body(request, limit=limit, receipt=receipt)
     except TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
 
@@ -96,7 +106,7 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
     settings = plane.settings
     metrics = plane.metrics
     limit = settings.max_request_bytes
-    body_seconds = settings.queue_timeout_seconds
+    body_seconds = settings.body_timeout_seconds
     app = FastAPI(
         title="mmop-runtime",
         summary="Model server: Open Inference Protocol v2 and OpenAI embeddings",
@@ -108,6 +118,19 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
 
     def fail(error: BaseException) -> Response:
         return error_response(error, metrics=metrics)
+
+    async def receive(request: Request) -> tuple[bytes, Admission]:
+        """The whole body, then a queue slot: a body that trickles in never holds a slot.
+
+        A full queue is refused before the body is read, and again (the body read for nothing)
+        when it filled up meanwhile.
+        """
+        plane.check_capacity()
+        with plane.receiving() as receipt:
+            body = await read_body_within(
+                request, limit=limit, seconds=body_seconds, receipt=receipt
+            )
+            return body, plane.admit(body_bytes=len(body))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -170,8 +193,8 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
             plane.check_model(name, version)
-            with plane.admit() as admission:
-                body = await read_body_within(request, limit=limit, seconds=body_seconds)
+            body, admission = await receive(request)
+            with admission:
                 document = await plane.infer(
                     name,
                     body,
@@ -254,8 +277,8 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
                     f"{contract.TASK_IMAGE_TEXT_EMBEDDING}; this model's task is "
                     f"{settings.task}"
                 )
-            with plane.admit() as admission:
-                body = await read_body_within(request, limit=limit, seconds=body_seconds)
+            body, admission = await receive(request)
+            with admission:
                 document = await plane.embeddings(body, admission=admission)
             return json_response(document)
         except Exception as exc:

@@ -93,7 +93,9 @@ class BearerAuthMiddleware:
     def __init__(self, app: ASGIApp, *, token: str, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._expected = b"bearer " + token.encode("utf-8")
+        # Both sides are normalised: surrounding whitespace (a Secret file's newline) is not part
+        # of a token, and the scheme is case-insensitive.
+        self._expected = b"bearer " + token.strip().encode("utf-8")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(_PROTECTED):
@@ -111,6 +113,6 @@ class BearerAuthMiddleware:
         await self.app(scope, receive, send)
 
     def _matches(self, given: bytes) -> bool:
-        scheme, _, token = given.partition(b" ")
+        scheme, _, token = given.strip().partition(b" ")
         candidate = scheme.lower() + b" " + token.strip()
         return hmac.compare_digest(candidate, self._expected)

@@ -71,6 +71,9 @@ class ServerProcess:
             log_config=None,
             access_log=settings.access_log,
             server_header=False,
+            # Bodies are received before admission; this bounds the connections doing so (and
+            # idle ones): beyond it uvicorn answers 503 at once.
+            limit_concurrency=settings.max_connections,
             timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_seconds)),
         )
         self.server = _DrainingServer(config, runner=self)

@@ -136,6 +136,17 @@ class TestBuildDeployment:
         assert env[contract.ENV_DTYPE] == "float16"
         assert env[contract.ENV_TRUST_REMOTE_CODE] == "false"
 
+    def test_the_memory_limit_reaches_the_runtime(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        # The runtime fits its queue into the limit itself (issue 14): one Downward API entry.
+        dep = _build(clip, options)
+        env = _env(dep)
+        assert env[contract.ENV_MEMORY_LIMIT_BYTES] == {
+            "resourceFieldRef": {"resource": "limits.memory"}
+        }
+        assert _container(dep)["resources"]["limits"]["memory"] == clip.spec.resources.memory
+
     def test_user_env_overrides_and_auth_secret(
         self, clip: models.MultimodalModel, options: BuildOptions
     ) -> None:
