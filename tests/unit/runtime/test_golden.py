@@ -6,8 +6,10 @@ import base64
 import io
 import json
 import wave
+from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from mmop.runtime import contract, golden
@@ -90,3 +92,12 @@ def test_bad_samples_are_named(data: dict[str, str], message: str) -> None:
     with pytest.raises(golden.GoldenSetError) as error:
         golden.parse_golden_set(data)
     assert message in str(error.value)
+
+
+def test_the_examples_golden_set_configmap_parses() -> None:
+    root = Path(__file__).resolve().parents[3]
+    doc = yaml.safe_load((root / "examples" / "golden-sets" / "clip-golden-set.yaml").read_text())
+    model = yaml.safe_load((root / "examples" / "clip-quality.yaml").read_text())
+    assert doc["kind"] == "ConfigMap"
+    assert doc["metadata"]["name"] == model["spec"]["rollout"]["quality"]["goldenSet"]
+    assert len(golden.parse_golden_set(doc["data"])) >= 4
