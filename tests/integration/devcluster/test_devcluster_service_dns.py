@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -132,3 +133,13 @@ def test_the_router_as_a_proxy(pods: dict[str, dict[str, Any]], dev_cluster: Dev
         missing = client.get(f"http://nothing.default.svc.cluster.local{contract.READY_PATH}")
         assert missing.status_code == 404
         assert "nothing" in missing.json()["error"]
+
+
+def test_pods_get_the_router_as_their_http_proxy(
+    pods: dict[str, dict[str, Any]], dev_cluster: DevCluster
+) -> None:
+    container_id = pods["v2"]["status"]["containerStatuses"][0]["containerID"]
+    raw = Path(f"/proc/{container_id.removeprefix('mmop://')}/environ").read_bytes()
+    env = dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+    assert env["HTTP_PROXY"] == env["http_proxy"] == dev_cluster.router_url
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1"
