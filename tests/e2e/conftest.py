@@ -40,6 +40,12 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same architecture as tiny_clip with other random weights: healthy, but different."""
+    return create_tiny_model(TASK, tmp_path_factory.mktemp("models") / "clip-other", seed=4321)
+
+
+@pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     # One fake GPU on the local node: a canary asking for two stays Pending.
     with DevCluster(tmp_path_factory.mktemp("dev"), gpus=1, router_seed=11) as dev:

@@ -128,6 +128,10 @@ Role in watchNamespace.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Only get (by name): the golden-set ConfigMap named in spec.rollout.quality.goldenSet.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 # Events on MultimodalModels (kubectl describe).
 - apiGroups: [""]
   resources: ["events"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -169,8 +170,7 @@ class DevCluster:
         await manifests.apply(self._client, platform_crds())
         kinds = tuple(dict.fromkeys((*KUBELET_KINDS, *ROUTER_KINDS)))
         self._cache = Cache(self._client, kinds)
-        self._kubelet = Kubelet(self._client, self._cache, config=self._kubelet_config)
-        await self._kubelet.start()
+        # The router first: pods get its URL as their HTTP proxy (the stand-in for cluster DNS).
         self._router = Router(
             self._cache,
             host=self._host,
@@ -179,6 +179,9 @@ class DevCluster:
             default_namespace=self.namespace,
         )
         await self._router.start()
+        config = dataclasses.replace(self._kubelet_config, cluster_proxy=self._router.url)
+        self._kubelet = Kubelet(self._client, self._cache, config=config)
+        await self._kubelet.start()
         await asyncio.wait_for(self._cache.wait_synced(), START_TIMEOUT)
 
     async def _astop(self) -> None:

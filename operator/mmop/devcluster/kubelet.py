@@ -56,6 +56,7 @@ class KubeletConfig:
     lock_dir: Path | None = None
     base_env: Mapping[str, str] | None = None
     kubeconfig: Path | None = None
+    cluster_proxy: str | None = None  # the router's URL: pods reach Services through it
 
     def worker_settings(self) -> WorkerSettings:
         return WorkerSettings(
@@ -66,6 +67,7 @@ class KubeletConfig:
             base_env=dict(os.environ if self.base_env is None else self.base_env),
             gpus=self.gpus,
             kubeconfig=self.kubeconfig,
+            cluster_proxy=self.cluster_proxy,
         )
 
 

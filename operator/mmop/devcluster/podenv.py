@@ -1,7 +1,8 @@
 """A container's environment as the local kubelet builds it: ``envFrom`` and ``env`` with
 ``valueFrom`` resolved and ``$(VAR)`` expanded, like a real kubelet, then adapted to running
 as a local process: paths under a volume mount point at the pod's local directory for that
-volume, and ``MMOP_HOST`` is the pod's loopback IP. Pure: Secrets and ConfigMaps come in as
+volume, ``MMOP_HOST`` is the pod's loopback IP and plain HTTP goes through the local router
+(the stand-in for cluster DNS: ``cluster_dns_env``). Pure: Secrets and ConfigMaps come in as
 already-fetched data.
 """
 
@@ -21,6 +22,9 @@ from mmop.runtime import contract
 _ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _REFERENCE: Final = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _SUBSCRIPT: Final = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+# Direct, never through the router: the node's own names. Other loopback addresses (pod IPs)
+# go through it too and are passed straight on (not every client reads CIDRs in NO_PROXY).
+NO_PROXY_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
 
 class EnvError(Exception):
@@ -199,6 +203,19 @@ def remap_paths(
     return out
 
 
+def cluster_dns_env(proxy_url: str) -> dict[str, str]:
+    """The stand-in for cluster DNS: plain-HTTP requests go through the local router
+    (``proxy_url``), which resolves ``SERVICE.NAMESPACE.svc.cluster.local`` to ready pods and
+    passes any other host through; loopback names go direct. HTTPS is left alone."""
+    no_proxy = ",".join(NO_PROXY_HOSTS)
+    return {
+        "HTTP_PROXY": proxy_url,
+        "http_proxy": proxy_url,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+    }
+
+
 def process_env(
     container: Mapping[str, Any],
     *,
@@ -208,21 +225,30 @@ def process_env(
     pod_ip: str,
     allocatable: Mapping[str, str],
     base: Mapping[str, str] | None = None,
+    cluster_proxy: str | None = None,
 ) -> dict[str, str]:
     """The environment of the local process that runs ``container``.
 
     ``base`` (the kubelet's own environment, less its ``MMOP_*`` and ``KUBE*`` settings) comes
-    first so that PATH, HOME and HF_HUB_OFFLINE reach the runtime; the container's env wins.
-    ``TMPDIR`` follows a ``/tmp`` mount; ``MMOP_HOST`` is the pod IP.
+    first so that PATH, HOME and HF_HUB_OFFLINE reach the runtime; then, with
+    ``cluster_proxy`` (the router's URL), ``cluster_dns_env`` (over any proxy of the kubelet's
+    own); the container's env wins over both. ``TMPDIR`` follows a ``/tmp`` mount;
+    ``MMOP_HOST`` is the pod IP.
     """
     env = {
         key: value for key, value in (base or {}).items() if not key.startswith(("MMOP_", "KUBE"))
     }
-    env.update(
-        remap_paths(
-            kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable), mounts
-        )
+    if cluster_proxy is not None:
+        env.update(cluster_dns_env(cluster_proxy))
+    own = remap_paths(
+        kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable), mounts
     )
+    env.update(own)
+    for upper in ("HTTP_PROXY", "NO_PROXY"):
+        # Clients prefer the lowercase name: a container's own setting, in either case, wins.
+        lower = upper.lower()
+        if lower in own or upper in own:
+            env[upper] = env[lower] = own.get(lower, own.get(upper, ""))
     if "/tmp" in mounts:
         env["TMPDIR"] = mounts["/tmp"]
     env[contract.ENV_HOST] = pod_ip

@@ -110,6 +110,8 @@ class WorkerSettings:
     kubeconfig: Path | None = None
     """Given as KUBECONFIG to pods that mount a service-account token (the local stand-in
     for in-cluster credentials)."""
+    cluster_proxy: str | None = None
+    """The router's URL, as pods' HTTP_PROXY: how pods reach Services by DNS name."""
 
 
 def exit_code_of(returncode: int) -> int:
@@ -315,6 +317,7 @@ class PodWorker:
                 pod_ip=self.ip,
                 allocatable=node_capacity(gpus=self._settings.gpus),
                 base=self._settings.base_env,
+                cluster_proxy=self._settings.cluster_proxy,
             )
         except podenv.EnvError as error:
             if self.view.reason != "CreateContainerConfigError" or self.view.message != str(error):

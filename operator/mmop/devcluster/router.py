@@ -6,7 +6,14 @@ pod behind its Service), picks a ready pod of that version round-robin and proxi
 to it, streaming both ways. Responses carry ``X-Mmop-Version``, ``X-Mmop-Pod`` and
 ``X-Mmop-Route``. No ready pod: 503; unknown model: 404; both as JSON ``{"error": ...}``.
 Like Istio's default retry policy, a refused connection is retried once on another pod of the
-same version. The routing decisions are in :mod:`routing`; the cluster view comes from watches.
+same version.
+
+It is also the pods' HTTP proxy (their ``HTTP_PROXY``, the stand-in for cluster DNS): a request
+in absolute form (``POST http://NAME.NS.svc.cluster.local:8080/...``) is routed by its host only,
+a cluster name without a Service is a 404, and any other host (a pod IP, a host outside the
+cluster) is passed straight on.
+
+The routing decisions are in :mod:`routing`; the cluster view comes from watches.
 """
 
 from __future__ import annotations
@@ -122,7 +129,12 @@ class Router:
             method=request.method,
             headers=dict(request.headers),
         )
-        route = routing.find_route(view, query, default_namespace=self._default_namespace)
+        proxied = not request.raw_path.startswith("/")  # absolute form: we are the proxy
+        route = routing.find_route(
+            view, query, default_namespace=self._default_namespace, by_path=not proxied
+        )
+        if route is None and proxied and not routing.is_cluster_host(request.host):
+            return await self._pass_through(request)
         if route is None:
             return _error(
                 404,
@@ -164,19 +176,18 @@ class Router:
                 log.info("router: %s", error)
         return _error(503, f"upstream connect error: {last_error}", headers)
 
-    async def _proxy(
-        self,
-        request: web.Request,
-        *,
-        view: routing.ClusterView,
-        backend: routing.Backend,
-        pod: routing.Obj,
-        via: str,
+    async def _pass_through(self, request: web.Request) -> web.StreamResponse:
+        """A proxied request for a host that is not a Service: sent on to that host as is."""
+        try:
+            return await self._stream(request, url=str(request.url), extra={})
+        except aiohttp.ClientError as error:
+            return _error(502, f"cannot reach {request.host}: {error}")
+
+    async def _stream(
+        self, request: web.Request, *, url: str, extra: dict[str, str]
     ) -> web.StreamResponse:
+        """Send ``request`` to ``url`` and stream the answer back, with ``extra`` headers."""
         assert self._session is not None
-        ip = pod["status"]["podIP"]
-        port = routing.target_port(view, backend, pod)
-        url = f"http://{ip}:{port}{request.rel_url}"
         forward = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         forward["X-Forwarded-For"] = request.remote or ""
         body = request.content if request.body_exists else None
@@ -189,12 +200,29 @@ class Router:
                     response.headers.add(name, value)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
-            response.headers[VERSION_HEADER] = routing.pod_version(pod, backend)
-            response.headers[POD_HEADER] = str(pod["metadata"]["name"])
-            response.headers[ROUTE_HEADER] = via
+            for name, value in extra.items():
+                response.headers[name] = value
             await response.prepare(request)
             with contextlib.suppress(ConnectionResetError):
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
                 await response.write_eof()
             return response
+
+    async def _proxy(
+        self,
+        request: web.Request,
+        *,
+        view: routing.ClusterView,
+        backend: routing.Backend,
+        pod: routing.Obj,
+        via: str,
+    ) -> web.StreamResponse:
+        ip = pod["status"]["podIP"]
+        port = routing.target_port(view, backend, pod)
+        extra = {
+            VERSION_HEADER: routing.pod_version(pod, backend),
+            POD_HEADER: str(pod["metadata"]["name"]),
+            ROUTE_HEADER: via,
+        }
+        return await self._stream(request, url=f"http://{ip}:{port}{request.rel_url}", extra=extra)

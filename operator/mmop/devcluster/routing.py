@@ -157,6 +157,12 @@ def parse_host(
     return None
 
 
+def is_cluster_host(host: str, *, domain: str = CLUSTER_DOMAIN) -> bool:
+    """Whether ``host`` is a cluster DNS name, ``NAME.NS.svc`` or ``NAME.NS.svc.DOMAIN``."""
+    parts = strip_port(host).split(".")
+    return len(parts) >= 3 and parts[2] == "svc" and ".".join(parts[3:]) in ("", domain)
+
+
 def model_from_path(path: str) -> str | None:
     """``NAME`` of an OIP path ``/v2/models/NAME/...``."""
     match = _MODEL_PATH.match(path)
@@ -368,9 +374,10 @@ def find_route(
     *,
     default_namespace: str = "default",
     domain: str = CLUSTER_DOMAIN,
+    by_path: bool = True,
 ) -> Route | None:
-    """The route for a request: by its Host header, else by the model name in its OIP path
-    (namespace from ``X-Mmop-Namespace``, else ``default_namespace``)."""
+    """The route for a request: by its Host header, else (``by_path``) by the model name in its
+    OIP path (namespace from ``X-Mmop-Namespace``, else ``default_namespace``)."""
     namespace = request.header(NAMESPACE_HEADER) or default_namespace
     hostname = strip_port(request.host)
     ref = parse_host(request.host, default_namespace=namespace, domain=domain)
@@ -379,7 +386,7 @@ def find_route(
         route = route_for(view, candidate, request=request, hostname=hostname, domain=domain)
         if route is not None:
             return route
-    name = model_from_path(request.path)
+    name = model_from_path(request.path) if by_path else None
     if name is None:
         return None
     return route_for(view, ServiceRef(namespace, name), request=request, domain=domain)

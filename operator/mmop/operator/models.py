@@ -373,6 +373,31 @@ class Analysis(_Model):
     """Fewer canary requests than this in an interval make the check inconclusive (hold)."""
 
 
+class Quality(_Model):
+    """The quality gate: the canary's answers compared with the stable's, before any weight
+    (a golden set) and during the steps (mirrored live requests)."""
+
+    golden_set: Annotated[
+        str | None, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    ] = None
+    """A ConfigMap in the model's namespace holding the golden set: one key per sample, each
+    value an OIP v2 infer request body (JSON). Without it a built-in set for the task is used."""
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Fewer live comparisons than this in an interval make the check inconclusive (hold)."""
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] = 10
+    """Share of the canary's successful inference requests that are also sent to the stable
+    and compared, in percent; 0 turns the live comparison off (the golden set still runs)."""
+    embedding_cosine_min: Annotated[float, Field(ge=-1, le=1)] = 0.99
+    """Embedding tasks: lowest mean cosine similarity of canary and stable embeddings."""
+    label_agreement_min: Annotated[float, Field(ge=0, le=1)] = 0.95
+    """Classification tasks: lowest share of items whose top-1 label agrees with the stable."""
+    text_similarity_min: Annotated[float, Field(ge=0, le=1)] = 0.8
+    """Image-to-text: lowest mean token F1 of the canary's text against the stable's."""
+    word_error_rate_max: Annotated[float, Field(ge=0, le=10)] = 0.1
+    """Speech recognition: highest mean word error rate of the canary's transcript against the
+    stable's."""
+
+
 class Rollout(_Model):
     """How a new revision replaces the stable one."""
 
@@ -411,6 +436,8 @@ class Rollout(_Model):
     """Hold the canary weight where it is."""
     canary_weight: Annotated[int, Field(ge=0, le=100)] = 0
     """Manual strategy only: the canary's weight in percent."""
+    quality: Quality | None = None
+    """Compare the canary's answers with the stable's (absent: no quality gate)."""
 
     @field_validator("steps")
     @classmethod
@@ -506,6 +533,31 @@ class CheckResult(StrEnum):
     INCONCLUSIVE = "Inconclusive"
 
 
+class QualitySource(StrEnum):
+    GOLDEN = "golden"
+    LIVE = "live"
+
+
+class QualityCheck(_Model):
+    """The quality part of a check: canary answers scored against the stable's."""
+
+    source: QualitySource
+    """golden (the golden set, before any weight) or live (mirrored requests in the interval)."""
+    metric: str
+    """The scoring metric of the task (embedding_cosine, label_agreement, text_similarity or
+    word_error_rate)."""
+    samples: int = 0
+    """Compared items."""
+    score: float | None = None
+    """The mean score over the compared items."""
+    threshold: float
+    """The spec's threshold for this metric (a minimum; a maximum for word_error_rate)."""
+    result: CheckResult
+    """Passed, Failed or Inconclusive."""
+    scores: dict[str, float] = Field(default_factory=dict)
+    """The mean score per metric seen (normally the task's one metric)."""
+
+
 class LastCheck(_Model):
     """The latest canary analysis."""
 
@@ -521,6 +573,8 @@ class LastCheck(_Model):
     """Passed, Failed or Inconclusive."""
     message: str = ""
     """Why."""
+    quality: QualityCheck | None = None
+    """The quality comparison, when spec.rollout.quality is set."""
 
 
 class MetricsSnapshot(_Model):
@@ -534,6 +588,10 @@ class MetricsSnapshot(_Model):
     """Cumulative latency histogram buckets by upper bound (le)."""
     pods: list[str] = Field(default_factory=list)
     """The pods the counters came from (a restarted pod resets its counters)."""
+    quality_sum: dict[str, float] = Field(default_factory=dict)
+    """Cumulative sum of live comparison scores, by scoring metric."""
+    quality_count: dict[str, float] = Field(default_factory=dict)
+    """Cumulative number of live comparisons, by scoring metric."""
 
 
 class RolloutStatus(_Model):
@@ -561,6 +619,17 @@ class VersionRole(StrEnum):
     RETIRING = "Retiring"
 
 
+class Mirror(_Model):
+    """Where a version's pods mirror a share of their requests (MMOP_MIRROR_URL and
+    MMOP_MIRROR_PERCENT): set on a canary under a quality gate."""
+
+    version: str
+    """The version whose Service receives the mirrored requests (the stable when the canary
+    was created)."""
+    percent: Annotated[int, Field(ge=1, le=100)]
+    """Share of requests mirrored, in percent."""
+
+
 class VersionStatus(_Model):
     """One live version."""
 
@@ -578,6 +647,8 @@ class VersionStatus(_Model):
     """Ready pods."""
     retire_after: str | None = None
     """Retiring versions: when their objects are deleted."""
+    mirror: Mirror | None = None
+    """Retiring versions: the mirror settings their pods run with (kept if they come back)."""
 
 
 class HistoryResult(StrEnum):
@@ -642,6 +713,9 @@ class MultimodalModelStatus(_Model):
     """Live versions with their weights."""
     history: Annotated[list[HistoryEntry], Field(max_length=10)] = Field(default_factory=list)
     """The last 10 finished rollouts, newest last."""
+    stable_mirror: Mirror | None = None
+    """The mirror settings the stable's pods were created with as a canary; kept after the
+    promotion so that it restarts no pod."""
 
 
 class ObjectMeta(BaseModel):

@@ -102,6 +102,12 @@ ENV_MEMORY_LIMIT_BYTES: Final = "MMOP_MEMORY_LIMIT_BYTES"
 ENV_BODY_TIMEOUT_SECONDS: Final = "MMOP_BODY_TIMEOUT_SECONDS"  # a slower body gets 408
 ENV_MAX_CONNECTIONS: Final = "MMOP_MAX_CONNECTIONS"  # open connections; more get 503
 
+# Quality gate (issue 12): only the canary's Deployment gets these. A sample of its successful
+# OIP infer requests is re-sent to MMOP_MIRROR_URL (the stable version's Service base URL, e.g.
+# http://NAME-STABLEVERSION.NAMESPACE.svc.cluster.local:8080) and both answers are scored.
+ENV_MIRROR_URL: Final = "MMOP_MIRROR_URL"
+ENV_MIRROR_PERCENT: Final = "MMOP_MIRROR_PERCENT"  # 0-100: share of infer requests mirrored
+
 # Where the Deployment mounts the writable model cache (HF_HOME points inside it).
 CACHE_MOUNT_PATH: Final = "/var/cache/mmop"
 SHM_MOUNT_PATH: Final = "/dev/shm"
@@ -137,6 +143,23 @@ ENDPOINT_SMOKE: Final = "smoke"
 # Requests the operator sends as smoke tests carry this header, so that analysis can tell them
 # apart from user traffic (the runtime counts them with endpoint="smoke").
 SMOKE_TEST_HEADER: Final = "X-Mmop-Smoke-Test"
+# Requests a canary mirrors to stable carry this header ("1"); the receiver counts them with
+# endpoint="mirror", so they never count as user traffic in either version's analysis.
+MIRROR_HEADER: Final = "X-Mmop-Mirror"
+ENDPOINT_MIRROR: Final = "mirror"
+# Quality gate metrics, on the canary's pods.
+# Summary without quantiles, label ``metric`` (a mmop.runtime.scoring metric name): exposed as
+# mmop_quality_score_sum / mmop_quality_score_count; one observation per compared batch item.
+METRIC_QUALITY_SCORE: Final = "mmop_quality_score"
+LABEL_METRIC: Final = "metric"
+# Counter, label ``result``: exposed as mmop_mirror_requests_total.
+METRIC_MIRROR_REQUESTS: Final = "mmop_mirror_requests"
+LABEL_RESULT: Final = "result"
+MIRROR_COMPARED: Final = "compared"  # both answered; scores observed
+MIRROR_DROPPED: Final = "dropped"  # not sent: the mirror queue was full or the target backed off
+MIRROR_ERROR: Final = "error"  # the target failed: connection error, timeout, non-200, too big
+MIRROR_INCOMPARABLE: Final = "incomparable"  # both answered but score_pair refused the pair
+MIRROR_RESULTS: Final = (MIRROR_COMPARED, MIRROR_DROPPED, MIRROR_ERROR, MIRROR_INCOMPARABLE)
 
 
 # --- smoke-test payloads (one per modality), used by the operator before giving weight --------

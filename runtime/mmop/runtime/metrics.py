@@ -15,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Summary,
     generate_latest,
 )
 
@@ -108,6 +109,19 @@ class Metrics:
             registry=self.registry,
         )
         self._receiving = self.receiving.labels(model)
+        # Quality gate (mirroring, on a canary): labels as the operator reads them, no model.
+        self.quality_score = Summary(
+            contract.METRIC_QUALITY_SCORE,
+            "Scores of the canary's answers against stable's, one per compared batch item",
+            [contract.LABEL_METRIC],
+            registry=self.registry,
+        )
+        self.mirror_requests = Counter(
+            contract.METRIC_MIRROR_REQUESTS,
+            "Requests sampled for mirroring to stable, by result",
+            [contract.LABEL_RESULT],
+            registry=self.registry,
+        )
         self._queue_depth = self.queue_depth.labels(model)
         self._queue_wait = self.queue_wait.labels(model)
         self._batch_size = self.batch_size.labels(model)
@@ -147,6 +161,20 @@ class Metrics:
         """Read the GPU gauges at scrape time."""
         self.gpu_utilization.labels(self.model).set_function(utilization)
         self.gpu_memory_used.labels(self.model).set_function(memory_used)
+
+    def init_mirror(self, metric: str) -> None:
+        """Expose the mirror's series at 0 from the start (a missing series is not a zero)."""
+        self.quality_score.labels(metric)
+        for result in contract.MIRROR_RESULTS:
+            self.mirror_requests.labels(result)
+
+    def observe_quality(self, metric: str, scores: list[float]) -> None:
+        child = self.quality_score.labels(metric)
+        for score in scores:
+            child.observe(score)
+
+    def count_mirror(self, result: str) -> None:
+        self.mirror_requests.labels(result).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -184,8 +185,30 @@ class RuntimeSettings(BaseSettings):
         1024, ge=1, le=1_000_000, description="most open connections; more get 503 at once"
     )
 
+    # --- quality gate: mirroring to stable (set by the operator on a canary only) -------------
+    mirror_url: str | None = Field(
+        None,
+        description="base URL (http://host:port) that a sample of successful OIP infer requests "
+        "is re-sent to after the client is answered, to score both answers",
+    )
+    mirror_percent: float = Field(
+        0.0, ge=0, le=100, description="percentage of successful OIP infer requests mirrored"
+    )
+    mirror_max_inflight: int = Field(
+        4, ge=1, le=1024, description="most mirrored requests in flight; more are dropped"
+    )
+    mirror_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="longest wait for the mirror target's whole answer"
+    )
+
     @field_validator(
-        "name", "revision", "cache_dir", "auth_token", "memory_limit_bytes", mode="before"
+        "name",
+        "revision",
+        "cache_dir",
+        "auth_token",
+        "memory_limit_bytes",
+        "mirror_url",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -215,6 +238,22 @@ class RuntimeSettings(BaseSettings):
                 "letter or digit"
             )
         return value
+
+    @field_validator("mirror_url")
+    @classmethod
+    def _check_mirror_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("expected a base URL without query or fragment")
+        return value.strip().rstrip("/")
+
+    @property
+    def mirror_enabled(self) -> bool:
+        return self.mirror_url is not None and self.mirror_percent > 0
 
     @property
     def model_name(self) -> str:

@@ -5,7 +5,7 @@ config, with a processor and a tokenizer made offline, and saves them the way a 
 looks (safetensors weights, ``config.json``, processor and tokenizer files). Builds are seeded,
 so the same call always writes the same weights.
 
-    python -m mmop.runtime.tinymodels TASK DIR [--size tiny|base] [--family FAMILY]
+    python -m mmop.runtime.tinymodels TASK DIR [--size tiny|base] [--family FAMILY] [--seed N]
 """
 
 from __future__ import annotations
@@ -43,13 +43,20 @@ def _transformers() -> Any:
 
 
 def create_tiny_model(
-    task: str, directory: Path, *, size: str = "tiny", family: str | None = None
+    task: str,
+    directory: Path,
+    *,
+    size: str = "tiny",
+    family: str | None = None,
+    seed: int = SEED,
 ) -> Path:
     """Build a seeded random-weight model for ``task`` and save it into ``directory``.
 
     ``size="base"`` gives realistic dimensions (CLIP ViT-B/32, ViT-B/16, Whisper base, BLIP
     base) for benchmarks; ``"tiny"`` builds in well under a second. ``family`` picks the model
-    family where a task has several (see ``FAMILIES``). Returns ``directory``.
+    family where a task has several (see ``FAMILIES``). ``seed`` picks the random weights:
+    another seed gives the same architecture and processors with other weights, so other
+    answers. Returns ``directory``.
     """
     if task not in FAMILIES:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(contract.TASKS)}")
@@ -66,7 +73,7 @@ def create_tiny_model(
     directory.mkdir(parents=True, exist_ok=True)
     builder = _BUILDERS[family]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         model, components = builder(task, size)
     model.eval()
     model.save_pretrained(directory, safe_serialization=True)
@@ -352,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--family", default=None, help="model family where a task has several")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of the random weights")
     args = parser.parse_args(argv)
     try:
-        path = create_tiny_model(args.task, args.directory, size=args.size, family=args.family)
+        path = create_tiny_model(
+            args.task, args.directory, size=args.size, family=args.family, seed=args.seed
+        )
     except ValueError as exc:
         parser.error(str(exc))
     print(path)

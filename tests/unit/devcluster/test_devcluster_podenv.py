@@ -162,5 +162,31 @@ def test_process_env_forces_host_and_follows_tmp() -> None:
     assert "KUBECONFIG" not in env
 
 
+def test_process_env_sends_plain_http_through_the_router() -> None:
+    def env_of(container_env: list[dict[str, str]], base: dict[str, str]) -> dict[str, str]:
+        return podenv.process_env(
+            {"env": container_env},
+            pod=POD,
+            sources=SOURCES,
+            pod_ip="127.0.0.9",
+            mounts={},
+            allocatable=ALLOCATABLE,
+            base=base,
+            cluster_proxy="http://127.0.0.1:8000",
+        )
+
+    env = env_of([], {"HTTP_PROXY": "http://corporate:3128", "HTTPS_PROXY": "http://corp:3128"})
+    assert env["HTTP_PROXY"] == env["http_proxy"] == "http://127.0.0.1:8000"
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1"
+    assert env["HTTPS_PROXY"] == "http://corp:3128"  # HTTPS (model downloads) is left alone
+    own = env_of([{"name": "HTTP_PROXY", "value": "http://mine:1"}], {})
+    assert own["HTTP_PROXY"] == own["http_proxy"] == "http://mine:1"  # the container's wins
+    assert own["NO_PROXY"] == "localhost,127.0.0.1,::1"
+    plain = podenv.process_env(
+        {}, pod=POD, sources=SOURCES, pod_ip="127.0.0.9", mounts={}, allocatable=ALLOCATABLE
+    )
+    assert "HTTP_PROXY" not in plain
+
+
 def test_decode_secret() -> None:
     assert podenv.decode_secret({"token": "czNjcmV0"}) == {"token": "s3cret"}

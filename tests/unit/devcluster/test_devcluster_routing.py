@@ -130,6 +130,22 @@ class TestHosts:
     def test_parse_host(self, host: str, ref: ServiceRef | None) -> None:
         assert routing.parse_host(host, default_namespace="default") == ref
 
+    @pytest.mark.parametrize(
+        ("host", "cluster"),
+        [
+            ("clip.ml.svc", True),
+            ("clip.ml.svc.cluster.local:8080", True),
+            ("CLIP.ML.SVC.cluster.local.", True),
+            ("clip.ml", False),
+            ("clip", False),
+            ("clip.ml.svc.example.com", False),
+            ("127.0.0.5:8080", False),
+            ("example.com", False),
+        ],
+    )
+    def test_is_cluster_host(self, host: str, cluster: bool) -> None:
+        assert routing.is_cluster_host(host) is cluster
+
     def test_model_from_path(self) -> None:
         assert routing.model_from_path("/v2/models/clip/infer") == "clip"
         assert routing.model_from_path("/v2/models/clip") == "clip"
@@ -210,6 +226,16 @@ class TestFindRoute:
         route = routing.find_route(_view(), request)
         assert route is not None
         assert route.model.name == "clip"
+
+    def test_a_proxied_request_is_routed_by_its_host_only(self) -> None:
+        # the router as a pod's HTTP proxy: a pod IP or another host is not a model by its path
+        request = Request(host="127.0.0.5:8080", path="/v2/models/clip/infer")
+        assert routing.find_route(_view(), request, default_namespace="ml") is not None
+        assert routing.find_route(_view(), request, default_namespace="ml", by_path=False) is None
+        by_host = Request(host="clip.ml.svc.cluster.local:8080", path="/v2/models/other/infer")
+        route = routing.find_route(_view(), by_host, by_path=False)
+        assert route is not None
+        assert route.model == ServiceRef("ml", "clip")
 
     def test_virtual_service_match_rules(self) -> None:
         vs = _virtual_service({"v1": 100})

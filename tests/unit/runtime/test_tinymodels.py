@@ -37,6 +37,16 @@ def test_builds_are_deterministic(tmp_path: Path) -> None:
     assert _digest(first) == _digest(second)
 
 
+def test_another_seed_gives_other_weights(tmp_path: Path) -> None:
+    task = contract.TASK_IMAGE_CLASSIFICATION
+    default = create_tiny_model(task, tmp_path / "a")
+    other = create_tiny_model(task, tmp_path / "b", seed=7)
+    again = create_tiny_model(task, tmp_path / "c", seed=7)
+    assert _digest(other) != _digest(default)
+    assert _digest(other) == _digest(again)
+    assert (other / "config.json").read_text() == (default / "config.json").read_text()
+
+
 def test_base_size_is_clip_vit_b32(tmp_path: Path) -> None:
     # Only the config is checked here; building 150M parameters belongs to benchmarks.
     import torch

@@ -37,7 +37,27 @@ def _needs_download(source: models.ModelSource) -> bool:
     return source.source.startswith(("s3://", "gs://"))
 
 
-def runtime_env(*, mm: models.MultimodalModel, plan: VersionPlan) -> list[dict[str, Any]]:
+def mirror_env(
+    *, mm: models.MultimodalModel, mirror: models.Mirror | None, cluster_domain: str
+) -> list[dict[str, Any]]:
+    """MMOP_MIRROR_URL (the mirror target version's Service, port 8080) and
+    MMOP_MIRROR_PERCENT, or nothing."""
+    if mirror is None:
+        return []
+    host = meta.service_host(
+        meta.versioned_name(mm.metadata.name, mirror.version),
+        mm.metadata.namespace,
+        cluster_domain,
+    )
+    return [
+        {"name": contract.ENV_MIRROR_URL, "value": f"http://{host}:{contract.HTTP_PORT}"},
+        {"name": contract.ENV_MIRROR_PERCENT, "value": str(mirror.percent)},
+    ]
+
+
+def runtime_env(
+    *, mm: models.MultimodalModel, plan: VersionPlan, cluster_domain: str = "cluster.local"
+) -> list[dict[str, Any]]:
     """The runtime's settings as env (names from the runtime contract); spec.runtime.env wins."""
     serving = plan.serving
     batching = serving.runtime.batching
@@ -77,6 +97,7 @@ def runtime_env(*, mm: models.MultimodalModel, plan: VersionPlan) -> list[dict[s
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    ours += mirror_env(mm=mm, mirror=plan.mirror, cluster_domain=cluster_domain)
     user = [e.wire() for e in serving.runtime.env]
     overridden = {e["name"] for e in user}
     return [e for e in ours if e["name"] not in overridden] + user
@@ -182,7 +203,7 @@ def build_deployment(
     name = meta.versioned_name(mm.metadata.name, plan.name)
     batching = serving.runtime.batching
     period = options.probe_period_seconds
-    env = runtime_env(mm=mm, plan=plan)
+    env = runtime_env(mm=mm, plan=plan, cluster_domain=options.cluster_domain)
     volumes, mounts = _volumes(serving)
     revision_annotation = {meta.ANNOTATION_REVISION: plan.revision}
 

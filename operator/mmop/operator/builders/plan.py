@@ -29,6 +29,8 @@ class VersionPlan:
     """Deployment replicas; None when an HPA owns them."""
     min_replicas: int
     max_replicas: int
+    mirror: models.Mirror | None = None
+    """Where its pods mirror a share of their requests for the live quality comparison."""
 
 
 def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
@@ -37,6 +39,17 @@ def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
     if spec_version not in taken:
         return spec_version
     return f"{spec_version}-{revision[:6]}"
+
+
+def canary_mirror(
+    spec: models.MultimodalModelSpec, *, stable_version: str | None
+) -> models.Mirror | None:
+    """The mirror settings of a canary: the stable's Service, when a quality gate with live
+    comparison is set. The state machine keeps them for the stable after a promotion."""
+    gate = spec.rollout.quality
+    if gate is None or gate.mirror_percent == 0 or stable_version is None:
+        return None
+    return models.Mirror(version=stable_version, percent=gate.mirror_percent)
 
 
 def _scaled(count: int, weight: int) -> int:
@@ -78,6 +91,7 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
             replicas=stable_replicas,
             min_replicas=stable_min,
             max_replicas=stable_max,
+            mirror=status.stable_mirror,
         )
     )
     if canary:
@@ -100,6 +114,7 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
                 replicas=canary_replicas,
                 min_replicas=canary_min,
                 max_replicas=canary_max,
+                mirror=canary_mirror(spec, stable_version=stable_name),
             )
         )
     return plans

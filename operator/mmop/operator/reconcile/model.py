@@ -21,9 +21,11 @@ from mmop.operator import conditions, kube, metrics, models
 from mmop.operator.builders import meta
 from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile import observe, probes
+from mmop.operator.reconcile import quality as quality_probe
 from mmop.operator.reconcile.children import ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
 from mmop.operator.rollout import machine
+from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ async def _observe(
 
     smoke = None
     canary_metrics = None
+    golden = None
     if status.canary_version and status.canary_revision:
         infos = [
             p
@@ -196,6 +199,10 @@ async def _observe(
             smoke = await probes.smoke_test(
                 ctx.http, pod=infos[0], model=name, task=mm.spec.model.task, token=token
             )
+            if smoke.ok and machine.wants_golden_check(mm.spec, status):
+                golden = await _golden_check(
+                    ctx, mm=mm, pods=by_version, canary=infos[0], canary_token=token
+                )
         if machine.wants_canary_metrics(status):
             prometheus = ctx.settings.prometheus_url
             canary_metrics = (
@@ -206,17 +213,55 @@ async def _observe(
                 else await probes.scrape(ctx.http, infos)
             )
     return machine.Observations(
-        now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics
+        now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics, golden=golden
+    )
+
+
+async def _golden_check(
+    ctx: Context,
+    *,
+    mm: models.MultimodalModel,
+    pods: dict[str, list[dict[str, Any]]],
+    canary: observe.PodInfo,
+    canary_token: str | None,
+) -> GoldenResult:
+    """Compare one ready stable pod's answers to the golden set with the canary pod's."""
+    status = mm.status
+    stable = next(
+        (
+            p
+            for p in observe.pod_infos(pods.get(status.stable_version or "", []))
+            if p.ready and p.ip and p.revision == status.stable_revision
+        ),
+        None,
+    )
+    stable_token = canary_token
+    if status.stable_spec is not None:
+        # The stable may run with another token Secret than the one the canary's spec names.
+        stable_token = await _token_from(
+            ctx, status.stable_spec.runtime.auth_secret_ref, namespace=mm.metadata.namespace
+        )
+    return await quality_probe.golden_check(
+        ctx.client,
+        ctx.http,
+        mm=mm,
+        stable=stable,
+        canary=canary,
+        stable_token=stable_token,
+        canary_token=canary_token,
     )
 
 
 async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
-    ref = mm.spec.runtime.auth_secret_ref
+    return await _token_from(ctx, mm.spec.runtime.auth_secret_ref, namespace=mm.metadata.namespace)
+
+
+async def _token_from(
+    ctx: Context, ref: models.SecretKeyRef | None, *, namespace: str
+) -> str | None:
     if ref is None:
         return None
-    secret = await ctx.client.get_or_none(
-        kube.SECRET, name=ref.name, namespace=mm.metadata.namespace
-    )
+    secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name, namespace=namespace)
     data = (secret or {}).get("data") or {}
     if ref.key not in data:
         return None

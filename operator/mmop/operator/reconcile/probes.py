@@ -93,6 +93,7 @@ async def prometheus_snapshot(
         "errors": f'sum({requests_total}{{{match},{contract.LABEL_CODE}=~"5.."}})',
         "buckets": f"sum by (le) ({contract.METRIC_REQUEST_DURATION}_bucket{{{match}}})",
         "pods": f"count by (pod) ({requests_total}{{{match}}})",
+        **quality_queries(namespace=namespace, names=names),
     }
     results: dict[str, list[dict[str, object]]] = {}
     try:
@@ -116,5 +117,28 @@ async def prometheus_snapshot(
     }
     seen = sorted(str(r["metric"]["pod"]) for r in results["pods"])  # type: ignore[index]
     return models.MetricsSnapshot(
-        requests=scalar("requests"), errors=scalar("errors"), buckets=buckets, pods=seen
+        requests=scalar("requests"),
+        errors=scalar("errors"),
+        buckets=buckets,
+        pods=seen,
+        quality_sum=by_metric(results["quality_sum"]),
+        quality_count=by_metric(results["quality_count"]),
     )
+
+
+def quality_queries(*, namespace: str, names: str) -> dict[str, str]:
+    """PromQL for the live comparison scores of the canary pods, by scoring metric."""
+    match = f'namespace="{namespace}",pod=~"{names}"'
+    score = contract.METRIC_QUALITY_SCORE
+    return {
+        "quality_sum": f"sum by (metric) ({score}_sum{{{match}}})",
+        "quality_count": f"sum by (metric) ({score}_count{{{match}}})",
+    }
+
+
+def by_metric(rows: list[dict[str, object]]) -> dict[str, float]:
+    return {
+        str(r["metric"]["metric"]): float(r["value"][1])  # type: ignore[index]
+        for r in rows
+        if "metric" in r["metric"]  # type: ignore[operator]
+    }

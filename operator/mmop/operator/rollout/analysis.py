@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from mmop.operator import models
+from mmop.operator.rollout import quality
 from mmop.runtime import contract
 
 _REQUESTS_TOTAL = f"{contract.METRIC_REQUESTS}_total"
@@ -34,7 +35,15 @@ def parse_runtime_metrics(text: str, *, pod: str) -> models.MetricsSnapshot:
             elif sample.name == _DURATION_BUCKET:
                 le = sample.labels["le"]
                 buckets[le] = buckets.get(le, 0.0) + sample.value
-    return models.MetricsSnapshot(requests=requests, errors=errors, buckets=buckets, pods=[pod])
+    quality_sum, quality_count = quality.parse_quality_scores(text)
+    return models.MetricsSnapshot(
+        requests=requests,
+        errors=errors,
+        buckets=buckets,
+        pods=[pod],
+        quality_sum=quality_sum,
+        quality_count=quality_count,
+    )
 
 
 def merge(snapshots: list[models.MetricsSnapshot]) -> models.MetricsSnapshot:
@@ -48,7 +57,16 @@ def merge(snapshots: list[models.MetricsSnapshot]) -> models.MetricsSnapshot:
         errors=sum(s.errors for s in snapshots),
         buckets=buckets,
         pods=sorted(p for s in snapshots for p in s.pods),
+        quality_sum=_sum_by_metric([s.quality_sum for s in snapshots]),
+        quality_count=_sum_by_metric([s.quality_count for s in snapshots]),
     )
+
+
+def _sum_by_metric(parts: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        total = quality.add(total, part)
+    return total
 
 
 def _le(text: str) -> float:

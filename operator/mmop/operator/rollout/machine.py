@@ -9,15 +9,16 @@ so a restarted operator resumes where the last one stopped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
 from mmop.operator import conditions, models
-from mmop.operator.builders.plan import version_name
-from mmop.operator.rollout import analysis
+from mmop.operator.builders.plan import canary_mirror, version_name
+from mmop.operator.rollout import analysis, quality
 
 HISTORY_LIMIT = 10
+QUALITY_CHECK_FAILED = "QualityCheckFailed"
 TICK_SECONDS = 5.0  # how soon to look again while something is in flight
 
 
@@ -48,6 +49,8 @@ class Observations:
     versions: Mapping[str, VersionObservation] = field(default_factory=dict)
     smoke: SmokeResult | None = None
     canary_metrics: models.MetricsSnapshot | None = None
+    golden: quality.GoldenResult | None = None
+    """The golden-set comparison, gathered when :func:`wants_golden_check` says so."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,14 @@ def wants_smoke_test(status: models.MultimodalModelStatus) -> bool:
         and status.phase != models.Phase.ROLLING_BACK
         and (status.rollout is None or status.rollout.verified_at is None)
     )
+
+
+def wants_golden_check(
+    spec: models.MultimodalModelSpec, status: models.MultimodalModelStatus
+) -> bool:
+    """A quality gate is set and the canary is not verified yet: once its test inference
+    passes, the driver should compare its answers to the golden set with the stable's."""
+    return spec.rollout.quality is not None and wants_smoke_test(status)
 
 
 def wants_canary_metrics(status: models.MultimodalModelStatus) -> bool:
@@ -217,11 +228,12 @@ def _revert_to_retiring(step: _Step, desired: models.ServingSpec, desired_rev: s
     if s.canary_version is not None:
         step.history(models.HistoryResult.SUPERSEDED, "the spec went back to the previous stable")
         step.clear_canary()
-    old_name, old_rev = s.stable_version, s.stable_revision
+    old_name, old_rev, old_mirror = s.stable_version, s.stable_revision, s.stable_mirror
     s.stable_version, s.stable_revision, s.stable_spec = previous.name, desired_rev, desired
+    s.stable_mirror = previous.mirror  # its pods still run with it: no restart
     s.versions = [v for v in s.versions if v.name != previous.name]
     if old_name is not None and old_rev is not None:
-        _retire(step, old_name, old_rev)
+        _retire(step, old_name, old_rev, mirror=old_mirror)
     s.failed_revision = None
     s.phase = models.Phase.READY
     step.action = "revert"
@@ -273,6 +285,8 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
             why += f": {canary.ready}/{canary.replicas} pods ready"
         elif step.obs.smoke is not None and not step.obs.smoke.ok:
             why += f": test inference failed: {step.obs.smoke.message}"
+        elif step.obs.golden is not None and step.obs.golden.problem:
+            why += f": quality check incomplete: {step.obs.golden.problem}"
         _start_rollback(step, "ProgressDeadlineExceeded", why)
         return
     step.due_in(min(step.tick, deadline - elapsed + 0.5))
@@ -295,6 +309,8 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
             if rollout.failed_checks >= spec.rollout.max_failed_checks:
                 _start_rollback(step, "TestInferenceFailed", rollout.last_check.message)
         return
+    if spec.rollout.quality is not None and not _golden_gate(step, spec.rollout.quality):
+        return
     rollout.verified_at = rollout.last_step_at = conditions.rfc3339(step.now)
     rollout.baseline = step.obs.canary_metrics
     step.event(
@@ -308,6 +324,38 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
     elif not spec.rollout.paused:
         _set_weight(step, spec.rollout.steps[0], step_index=0)
         step.due_in(interval)
+
+
+def _golden_gate(step: _Step, gate: models.Quality) -> bool:
+    """Before any weight: the canary's answers to the golden set must match the stable's.
+    Missing or incomplete results hold (never pass); a score past the threshold rolls the
+    canary back at once."""
+    rollout = step.s.rollout
+    assert rollout is not None
+    result = step.obs.golden
+    if result is None:
+        step.action = "wait-quality"
+        return False
+    check = quality.golden_check(gate, result)
+    message = quality.golden_message(check, result)
+    previous = rollout.last_check
+    if check.result == models.CheckResult.PASSED:
+        rollout.last_check = models.LastCheck(
+            time=conditions.rfc3339(step.now), result=check.result, message=message, quality=check
+        )
+        step.event("QualityCheckPassed", message)
+        return True
+    if previous is None or previous.message != message:  # one write and Event per change
+        rollout.last_check = models.LastCheck(
+            time=conditions.rfc3339(step.now), result=check.result, message=message, quality=check
+        )
+        if check.result == models.CheckResult.INCONCLUSIVE:
+            step.event("QualityCheckPending", message, warning=True)
+    if check.result == models.CheckResult.FAILED:
+        _start_rollback(step, QUALITY_CHECK_FAILED, message)
+    else:
+        step.action = "wait-quality"
+    return False
 
 
 def _set_weight(step: _Step, weight: int, *, step_index: int) -> None:
@@ -389,6 +437,20 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
             current=step.obs.canary_metrics,
             thresholds=spec.rollout.analysis,
         )
+    live = None
+    if quality.live_enabled(spec.rollout.quality) and step.obs.canary_metrics is not None:
+        assert spec.rollout.quality is not None
+        live, live_message = quality.live_check(
+            quality=spec.rollout.quality,
+            metric=quality.metric_for(spec.model.task),
+            baseline=rollout.baseline,
+            current=step.obs.canary_metrics,
+        )
+        verdict = replace(
+            verdict,
+            result=quality.worst(verdict.result, live.result),
+            message=f"{verdict.message}; {live_message}",
+        )
     rollout.last_check = models.LastCheck(
         time=now,
         error_rate=verdict.error_rate,
@@ -396,6 +458,7 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
         requests=verdict.requests,
         result=verdict.result,
         message=verdict.message,
+        quality=live,
     )
     if verdict.result == models.CheckResult.INCONCLUSIVE:
         # Hold: keep the baseline so traffic adds up until there is enough to judge.
@@ -415,7 +478,9 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
             warning=True,
         )
         if rollout.failed_checks >= spec.rollout.max_failed_checks:
-            _start_rollback(step, "AnalysisFailed", verdict.message)
+            quality_failed = live is not None and live.result == models.CheckResult.FAILED
+            reason = QUALITY_CHECK_FAILED if quality_failed else "AnalysisFailed"
+            _start_rollback(step, reason, verdict.message)
         else:
             step.due_in(interval)
         return
@@ -432,23 +497,38 @@ def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
     """Repoint stable to the canary: same pods, no restarts; the old stable retires later."""
     s = step.s
     assert s.canary_version is not None and s.canary_revision is not None
-    old_name, old_rev = s.stable_version, s.stable_revision
+    old_name, old_rev, old_mirror = s.stable_version, s.stable_revision, s.stable_mirror
     step.history(models.HistoryResult.PROMOTED, why)
     step.event("Promoted", f"version {s.canary_version} promoted to stable ({why})")
     s.stable_version, s.stable_revision = s.canary_version, s.canary_revision
     s.stable_spec = spec.serving()
+    # The canary's pods keep the mirror env they were created with: no restart on promotion.
+    s.stable_mirror = canary_mirror(spec, stable_version=old_name)
     step.clear_canary()
     if old_name is not None and old_rev is not None:
-        _retire(step, old_name, old_rev, delay=spec.rollout.scale_down_delay_seconds)
+        _retire(
+            step, old_name, old_rev, delay=spec.rollout.scale_down_delay_seconds, mirror=old_mirror
+        )
     s.phase = models.Phase.READY
     step.action = "promote"
 
 
-def _retire(step: _Step, name: str, revision: str, *, delay: float = 0) -> None:
+def _retire(
+    step: _Step,
+    name: str,
+    revision: str,
+    *,
+    delay: float = 0,
+    mirror: models.Mirror | None = None,
+) -> None:
     after = conditions.rfc3339(step.now + timedelta(seconds=delay))
     step.s.versions = [v for v in step.s.versions if v.name != name] + [
         models.VersionStatus(
-            name=name, revision=revision, role=models.VersionRole.RETIRING, retire_after=after
+            name=name,
+            revision=revision,
+            role=models.VersionRole.RETIRING,
+            retire_after=after,
+            mirror=mirror,
         )
     ]
     step.due_in(delay)
@@ -638,7 +718,7 @@ def _progressing(
         why = last.reason if last else "rolled back"
         return (
             "False",
-            "RolledBack",
+            QUALITY_CHECK_FAILED if why.startswith(QUALITY_CHECK_FAILED) else "RolledBack",
             f"rollout of revision {s.failed_revision} rolled back: {why}; stable "
             f"{s.stable_version} serves all traffic",
         )

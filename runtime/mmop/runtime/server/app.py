@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -22,6 +23,7 @@ from mmop.runtime import contract
 from mmop.runtime.dataplane import Admission, DataPlane, Receipt
 from mmop.runtime.errors import BodyTimeout, InvalidInput, ModelNotFound, PayloadTooLarge, echo
 from mmop.runtime.metrics import CONTENT_TYPE
+from mmop.runtime.mirror import Mirror
 from mmop.runtime.server import openapi
 from mmop.runtime.server.errors import error_response, json_response
 from mmop.runtime.server.middleware import BearerAuthMiddleware, MetricsMiddleware
@@ -101,8 +103,12 @@ def _binary_header_length(request: Request) -> int | None:
         raise InvalidInput("Inference-Header-Content-Length is not a number") from None
 
 
-def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
-    """The ASGI app of one data plane (``lifespan`` loads and stops it, see ``server.process``)."""
+def create_app(
+    plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None, mirror: Mirror | None = None
+) -> FastAPI:
+    """The ASGI app of one data plane (``lifespan`` loads and stops it, see ``server.process``);
+    with ``mirror``, a sample of answered OIP infer requests is mirrored (``mmop.runtime.mirror``).
+    """
     settings = plane.settings
     metrics = plane.metrics
     limit = settings.max_request_bytes
@@ -193,6 +199,7 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
             plane.check_model(name, version)
+            smoke_test = contract.SMOKE_TEST_HEADER in request.headers
             body, admission = await receive(request)
             with admission:
                 document = await plane.infer(
@@ -201,11 +208,22 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
                     admission=admission,
                     header_length=_binary_header_length(request),
                     version=version,
-                    smoke_test=contract.SMOKE_TEST_HEADER in request.headers,
+                    smoke_test=smoke_test,
                 )
-            return json_response(document)
+            response = json_response(document)
         except Exception as exc:
             return fail(exc)
+        # Mirror user traffic only: not the operator's own requests, not requests mirrored here.
+        if (
+            mirror is not None
+            and not smoke_test
+            and contract.MIRROR_HEADER not in request.headers
+            and mirror.sample()
+        ):
+            response.background = BackgroundTask(
+                mirror.submit, body=body, headers=request.headers, answer=bytes(response.body)
+            )
+        return response
 
     # Versioned twins of the model routes (KServe and Triton clients may use either form).
     async def versioned_metadata(name: str, version: str) -> Response:

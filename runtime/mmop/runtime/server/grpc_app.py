@@ -319,7 +319,9 @@ class InferenceService:
         async def answer(metadata: Mapping[str, str | bytes]) -> pb.ModelInferResponse:
             version = request.model_version or None
             plane.check_model(request.model_name, version)
-            with plane.admit() as admission:
+            # grpc core has already received the whole message (bounded by
+            # max_receive_message_length), so its size is known before a slot is taken.
+            with plane.admit(body_bytes=request.ByteSize()) as admission:
                 body, header_length = infer_body(request)
                 document = await plane.infer(
                     request.model_name,

@@ -17,6 +17,7 @@ from mmop.runtime.metrics import Metrics
 from mmop.runtime.server.errors import error_response
 
 _SMOKE_HEADER: Final = contract.SMOKE_TEST_HEADER.lower().encode("latin-1")
+_MIRROR_HEADER: Final = contract.MIRROR_HEADER.lower().encode("latin-1")
 _PROTECTED: Final = ("/v2/models/", "/v1/")
 
 
@@ -49,8 +50,9 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 class MetricsMiddleware:
     """Counts ``mmop_requests_total`` and times ``mmop_request_duration_seconds``.
 
-    Requests carrying the smoke-test header are labelled ``endpoint="smoke"`` so the operator's
-    canary analysis does not take its own probes for user traffic.
+    Requests carrying the smoke-test header are labelled ``endpoint="smoke"``, and requests a
+    canary mirrors here ``endpoint="mirror"``, so the operator's canary analysis takes neither
+    for user traffic.
     """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
@@ -67,6 +69,8 @@ class MetricsMiddleware:
             return
         if _header(scope, _SMOKE_HEADER):
             endpoint = contract.ENDPOINT_SMOKE
+        elif _header(scope, _MIRROR_HEADER):
+            endpoint = contract.ENDPOINT_MIRROR
         started = time.perf_counter()
         status = 500
 

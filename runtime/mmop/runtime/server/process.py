@@ -25,6 +25,7 @@ from mmop.runtime import loading, media
 from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import LoadError
 from mmop.runtime.metrics import Metrics
+from mmop.runtime.mirror import Mirror
 from mmop.runtime.server import grpc_app
 from mmop.runtime.server.app import create_app
 from mmop.runtime.settings import RuntimeSettings
@@ -62,7 +63,8 @@ class ServerProcess:
         self.settings = settings
         self.metrics = Metrics(model=settings.model_name)
         self.plane = DataPlane(settings, metrics=self.metrics, source=source)
-        self.app = create_app(self.plane, lifespan=self._lifespan)
+        self.mirror = Mirror.from_settings(settings, metrics=self.metrics)
+        self.app = create_app(self.plane, lifespan=self._lifespan, mirror=self.mirror)
         config = uvicorn.Config(
             self.app,
             host=settings.host,
@@ -99,6 +101,8 @@ class ServerProcess:
             if self._grpc is not None:
                 # Drained already (admission is shared with HTTP): what is left are probes.
                 await self._grpc.stop(GRPC_STOP_GRACE_SECONDS)
+            if self.mirror is not None:
+                await self.mirror.close()
             await self.plane.close()
 
     async def _start_grpc(self) -> bool:
@@ -179,5 +183,11 @@ def serve(settings: RuntimeSettings) -> int:
             "fault injection is on: error rate %g, added latency %g ms",
             settings.fault_error_rate,
             settings.fault_latency_ms,
+        )
+    if settings.mirror_enabled:
+        log.info(
+            "mirroring %g %% of answered infer requests to %s",
+            settings.mirror_percent,
+            settings.mirror_url,
         )
     return ServerProcess(settings, source=source).run()
