@@ -123,11 +123,12 @@ Role in watchNamespace.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Only get (by name, never list or watch): the runtime's bearer token named in
-# spec.runtime.authSecretRef, for the smoke test of a canary.
+# Only get and create (by name, never list or watch): the runtime's bearer token named in
+# spec.runtime.authSecretRef, for the smoke test of a canary, and the per-model smoke-test
+# token Secret NAME-mmop-smoke-test the operator creates (owned by the model).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 # Events on MultimodalModels (kubectl describe).
 - apiGroups: [""]
   resources: ["events"]

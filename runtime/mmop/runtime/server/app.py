@@ -178,7 +178,7 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
                     admission=admission,
                     header_length=_binary_header_length(request),
                     version=version,
-                    smoke_test=contract.SMOKE_TEST_HEADER in request.headers,
+                    smoke_test=bool(request.scope.get(contract.SMOKE_TEST_SCOPE_KEY)),
                 )
             return json_response(document)
         except Exception as exc:
@@ -268,5 +268,7 @@ def create_app(plane: DataPlane, *, lifespan: Lifespan[FastAPI] | None = None) -
     token = settings.auth_token.get_secret_value() if settings.auth_token else ""
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    smoke = settings.smoke_test_token.get_secret_value() if settings.smoke_test_token else ""
+    # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics, smoke_token=smoke)
     return app
