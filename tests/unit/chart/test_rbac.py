@@ -123,7 +123,7 @@ def test_data_file_covers_the_reconcilers_calls(rbac_rules) -> None:
     assert "get" in _granted(rbac_rules, models.GROUP, models.PLURAL)
     assert "patch" in _granted(rbac_rules, models.GROUP, f"{models.PLURAL}/status")
     assert "list" in _granted(rbac_rules, kube.POD.group, kube.POD.plural)
-    assert _granted(rbac_rules, kube.SECRET.group, kube.SECRET.plural) == {"get"}
+    assert _granted(rbac_rules, kube.SECRET.group, kube.SECRET.plural) == {"get", "create"}
     assert "create" in _granted(rbac_rules, kube.EVENT.group, kube.EVENT.plural)
 
 
