@@ -100,34 +100,36 @@ Role in watchNamespace.
   resources: ["multimodalmodels/status"]
   verbs: ["patch"]
 # Children the operator owns. Deployments and Services are also watched (kopf event handlers
-# wake a model's reconcile loop); the other kinds are listed per model by label.
+# wake a model's reconcile loop); the other kinds are listed per model by label. get: after a
+# 409 on create, to tell a name taken by another model (NameConflict) from a race.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices", "destinationrules"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # Runtime pods: readiness and IPs for the smoke test and the canary's /metrics.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Only get (by name, never list or watch): the runtime's bearer token named in
-# spec.runtime.authSecretRef, for the smoke test of a canary.
+# Only get and create (by name, never list or watch): the runtime's bearer token named in
+# spec.runtime.authSecretRef, for the smoke test of a canary, and the per-model smoke-test
+# token Secret NAME-mmop-smoke-test the operator creates (owned by the model).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 # Only get (by name): the golden-set ConfigMap named in spec.rollout.quality.goldenSet.
 - apiGroups: [""]
   resources: ["configmaps"]

@@ -366,11 +366,13 @@ class Analysis(_Model):
     """When a canary step passes."""
 
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
-    """Highest share of 5xx answers among the canary's inference requests."""
+    """How much higher the canary's error rate (5xx and 4xx except 429, among its inference
+    requests) may be than the stable version's in the same interval."""
     max_latency_p99_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
     """Highest p99 request latency of the canary, in milliseconds."""
-    min_requests: Annotated[int, Field(ge=0, le=1_000_000)] = 20
-    """Fewer canary requests than this in an interval make the check inconclusive (hold)."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Fewer canary requests than this in an interval make the check inconclusive (hold); at
+    least 1: a check never passes on zero requests."""
 
 
 class Quality(_Model):
@@ -564,7 +566,7 @@ class LastCheck(_Model):
     time: str
     """When it ran."""
     error_rate: float | None = None
-    """5xx share among canary inference requests in the interval."""
+    """Error share (5xx, and 4xx except 429) among canary inference requests in the interval."""
     latency_p99_ms: float | None = None
     """p99 request latency in the interval, in milliseconds."""
     requests: int = 0
@@ -576,6 +578,12 @@ class LastCheck(_Model):
     quality: QualityCheck | None = None
     """The quality comparison, when spec.rollout.quality is set."""
 
+    stable_error_rate: float | None = None
+    """The stable version's error rate the canary was compared with (this interval's, or the
+    last one measured when the stable had too little traffic); none: compared with 0."""
+    stable_requests: int | None = None
+    """Stable inference requests in the same interval."""
+
 
 class MetricsSnapshot(_Model):
     """Cumulative canary counters at the last analysis; the next one uses the difference."""
@@ -583,7 +591,7 @@ class MetricsSnapshot(_Model):
     requests: float = 0
     """Inference requests answered."""
     errors: float = 0
-    """Of which 5xx."""
+    """Of which errors: 5xx, and 4xx except 429."""
     buckets: dict[str, float] = Field(default_factory=dict)
     """Cumulative latency histogram buckets by upper bound (le)."""
     pods: list[str] = Field(default_factory=list)
@@ -611,6 +619,11 @@ class RolloutStatus(_Model):
     """The latest analysis."""
     baseline: MetricsSnapshot | None = None
     """Counters at the latest analysis."""
+    stable_baseline: MetricsSnapshot | None = None
+    """The stable version's counters at the same moment (its error rate is the reference)."""
+    inconclusive_since: str | None = None
+    """When the checks after verification started coming back inconclusive; after
+    progressDeadlineSeconds of that the canary is rolled back."""
 
 
 class VersionRole(StrEnum):

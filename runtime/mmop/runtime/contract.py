@@ -141,10 +141,14 @@ ENDPOINT_HEALTH: Final = "health"
 ENDPOINT_OTHER: Final = "other"
 ENDPOINT_SMOKE: Final = "smoke"
 # Requests the operator sends as smoke tests carry this header, so that analysis can tell them
-# apart from user traffic (the runtime counts them with endpoint="smoke").
+# apart from user traffic (the runtime counts them with endpoint="smoke"). Its value must be
+# the pod's smoke-test token (ENV_SMOKE_TEST_TOKEN, from a per-model Secret the operator makes):
+# any other value, or a pod without a token, counts the request as ordinary traffic, so a
+# client cannot hide its requests from the canary analysis by sending the header.
 SMOKE_TEST_HEADER: Final = "X-Mmop-Smoke-Test"
-# Requests a canary mirrors to stable carry this header ("1"); the receiver counts them with
-# endpoint="mirror", so they never count as user traffic in either version's analysis.
+# Requests a canary mirrors to stable carry this header, valued with the per-model smoke-test
+# token; the receiver counts them with endpoint="mirror" (only when the token matches), so they
+# never count as user traffic in either version's analysis.
 MIRROR_HEADER: Final = "X-Mmop-Mirror"
 ENDPOINT_MIRROR: Final = "mirror"
 # Quality gate metrics, on the canary's pods.
@@ -160,6 +164,17 @@ MIRROR_DROPPED: Final = "dropped"  # not sent: the mirror queue was full or the 
 MIRROR_ERROR: Final = "error"  # the target failed: connection error, timeout, non-200, too big
 MIRROR_INCOMPARABLE: Final = "incomparable"  # both answered but score_pair refused the pair
 MIRROR_RESULTS: Final = (MIRROR_COMPARED, MIRROR_DROPPED, MIRROR_ERROR, MIRROR_INCOMPARABLE)
+ENV_SMOKE_TEST_TOKEN: Final = "MMOP_SMOKE_TEST_TOKEN"
+# The Secret key holding the token; the Secret is named by smoke_test_secret_name().
+SMOKE_TEST_SECRET_KEY: Final = "token"
+# ASGI scope key the runtime sets on a request that carries a genuine smoke-test header.
+SMOKE_TEST_SCOPE_KEY: Final = "mmop.smoke_test"
+
+
+def smoke_test_secret_name(model: str) -> str:
+    """The per-model Secret holding the smoke-test token (Secrets share no names with the
+    versioned children, so NAME-VERSION cannot collide with it)."""
+    return f"{model}-mmop-smoke-test"
 
 
 # --- smoke-test payloads (one per modality), used by the operator before giving weight --------

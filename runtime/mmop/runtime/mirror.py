@@ -113,6 +113,7 @@ class Mirror:
         max_inflight: int,
         timeout_seconds: float,
         metrics: Metrics,
+        token: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/") + contract.infer_path(model_name)
@@ -122,6 +123,9 @@ class Mirror:
         self.gate = Gate(max_inflight=max_inflight)
         self.timeout_seconds = timeout_seconds
         self.metrics = metrics
+        # The per-model smoke-test token: the target counts the copy as endpoint="mirror" only
+        # when the header carries it (a client cannot hide its own requests that way).
+        self._token = token or "1"
         # trust_env: HTTP_PROXY/NO_PROXY apply (the dev cluster reaches Service names that way)
         self._client = httpx.AsyncClient(
             timeout=timeout_seconds,
@@ -146,6 +150,9 @@ class Mirror:
             max_inflight=settings.mirror_max_inflight,
             timeout_seconds=settings.mirror_timeout_seconds,
             metrics=metrics,
+            token=(
+                settings.smoke_test_token.get_secret_value() if settings.smoke_test_token else ""
+            ),
         )
 
     async def submit(self, *, body: bytes, headers: Mapping[str, str], answer: bytes) -> None:
@@ -155,7 +162,7 @@ class Mirror:
             self.metrics.count_mirror(contract.MIRROR_DROPPED)
             return
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED_HEADERS}
-        forwarded[contract.MIRROR_HEADER] = "1"
+        forwarded[contract.MIRROR_HEADER] = self._token
         task = asyncio.create_task(self._mirror(body, forwarded, answer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -117,6 +117,12 @@ class RuntimeSettings(BaseSettings):
         description="when set, /v2/models/* and /v1/* need 'Authorization: Bearer <token>'",
         json_schema_extra={"env_only": True},  # never on a command line, where ps shows it
     )
+    smoke_test_token: SecretStr | None = Field(
+        None,
+        description="requests whose X-Mmop-Smoke-Test header equals it are the operator's "
+        "test inferences (counted apart from user traffic); unset: the header is ignored",
+        json_schema_extra={"env_only": True},
+    )
     log_level: LogLevel = Field("info", description="log level")
     access_log: bool = Field(False, description="log one line per HTTP request")
 
@@ -168,7 +174,9 @@ class RuntimeSettings(BaseSettings):
         0.0, ge=0, le=600_000, description="latency added to every inference request"
     )
     fault_spare_smoke_test: bool = Field(
-        False, description="no injected errors for requests with the smoke-test header"
+        False,
+        description="no injected errors for the operator's test inferences (requests "
+        "with a genuine smoke-test header)",
     )
 
     # --- memory and connections -----------------------------------------------------------------
@@ -208,6 +216,7 @@ class RuntimeSettings(BaseSettings):
         "auth_token",
         "memory_limit_bytes",
         "mirror_url",
+        "smoke_test_token",
         mode="before",
     )
     @classmethod

@@ -27,6 +27,7 @@ from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
 AUTH_TOKEN = "test-token-123"
+SMOKE_TOKEN = "smoke-token-456"  # what the operator puts in a per-model Secret
 START_TIMEOUT = 180.0
 RUNTIME_BIN = Path(sys.executable).with_name("mmop-runtime")
 
@@ -44,12 +45,14 @@ class ServerSpec:
 # fixture name -> configuration. Limits are small where tests need to cross them.
 SPECS: dict[str, ServerSpec] = {
     "embedding_server": ServerSpec(
-        contract.TASK_IMAGE_TEXT_EMBEDDING, args=("--max-delay-ms", "20", "--name", "clip")
+        contract.TASK_IMAGE_TEXT_EMBEDDING,
+        args=("--max-delay-ms", "20", "--name", "clip"),
+        env={contract.ENV_SMOKE_TEST_TOKEN: SMOKE_TOKEN},
     ),
     "zero_shot_server": ServerSpec(
         contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
         args=("--max-delay-ms", "20"),
-        env={contract.ENV_MAX_LABELS: "5"},
+        env={contract.ENV_MAX_LABELS: "5", contract.ENV_SMOKE_TEST_TOKEN: SMOKE_TOKEN},
     ),
     "caption_server": ServerSpec(
         contract.TASK_IMAGE_TO_TEXT,
@@ -79,7 +82,11 @@ SPECS: dict[str, ServerSpec] = {
     ),
     "faulty_server": ServerSpec(
         contract.TASK_IMAGE_CLASSIFICATION,
-        env={contract.ENV_FAULT_ERROR_RATE: "1", contract.ENV_FAULT_SPARE_SMOKE_TEST: "true"},
+        env={
+            contract.ENV_FAULT_ERROR_RATE: "1",
+            contract.ENV_FAULT_SPARE_SMOKE_TEST: "true",
+            contract.ENV_SMOKE_TEST_TOKEN: SMOKE_TOKEN,
+        },
     ),
     # Stopped by its test (SIGTERM drain); started with the others so their start-ups overlap.
     "drain_server": ServerSpec(

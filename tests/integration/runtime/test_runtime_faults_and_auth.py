@@ -6,7 +6,7 @@ import pytest
 
 from mmop.runtime import contract
 
-from .conftest import AUTH_TOKEN, RuntimeServer, image_request
+from .conftest import AUTH_TOKEN, SMOKE_TOKEN, RuntimeServer, image_request
 from .conftest import metric_value as sample
 
 BODY = image_request()
@@ -25,7 +25,7 @@ def test_injected_errors_are_500_and_counted(faulty_server: RuntimeServer) -> No
 
 
 def test_smoke_tests_can_be_spared_the_injected_errors(faulty_server: RuntimeServer) -> None:
-    smoke = {contract.SMOKE_TEST_HEADER: "1"}
+    smoke = {contract.SMOKE_TEST_HEADER: SMOKE_TOKEN}
     with faulty_server.client() as client:
         for _ in range(3):
             response = client.post(
@@ -33,6 +33,14 @@ def test_smoke_tests_can_be_spared_the_injected_errors(faulty_server: RuntimeSer
             )
             assert response.status_code == 200, response.text
         assert client.post(contract.infer_path(faulty_server.name), json=BODY).status_code == 500
+        # A forged mark (any value but the pod's token) is ordinary traffic: not spared.
+        for forged in ("1", SMOKE_TOKEN + "x", ""):
+            response = client.post(
+                contract.infer_path(faulty_server.name),
+                json=BODY,
+                headers={contract.SMOKE_TEST_HEADER: forged},
+            )
+            assert response.status_code == 500, forged
 
 
 def test_injected_latency_is_added(guarded_server: RuntimeServer) -> None:

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from mmop.runtime import contract
 
-from .conftest import AUTH_TOKEN, ModelStore, RuntimeServer, metric_value
+from .conftest import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
 
 AUTH = {"authorization": f"Bearer {AUTH_TOKEN}"}
 
@@ -292,21 +292,31 @@ def test_calls_are_counted_as_inference_traffic(zero_shot_server: RuntimeServer)
 
 
 def test_smoke_test_metadata_is_not_user_traffic(zero_shot_server: RuntimeServer) -> None:
+    """Only the pod's smoke-test token makes a call the operator's test inference; any other
+    value is user traffic (a client cannot hide its calls from the canary analysis)."""
     client = _client(zero_shot_server)
-    before = zero_shot_server.metrics()
-    client.infer(
-        zero_shot_server.name,
-        [_image(), _bytes_input("labels", [b"a", b"b"])],
-        headers={contract.SMOKE_TEST_HEADER.lower(): "1"},
-    )
-    after = zero_shot_server.metrics()
     name = "mmop_requests_total"
+    inputs = [_image(), _bytes_input("labels", [b"a", b"b"])]
+    key = contract.SMOKE_TEST_HEADER.lower()
+    before = zero_shot_server.metrics()
+    client.infer(zero_shot_server.name, inputs, headers={key: SMOKE_TOKEN})
+    after = zero_shot_server.metrics()
     assert (
         metric_value(after, name, endpoint="smoke") - metric_value(before, name, endpoint="smoke")
         == 1
     )
     assert metric_value(after, name, endpoint="grpc_infer") == metric_value(
         before, name, endpoint="grpc_infer"
+    )
+    client.infer(zero_shot_server.name, inputs, headers={key: "1"})
+    forged = zero_shot_server.metrics()
+    assert metric_value(forged, name, endpoint="smoke") == metric_value(
+        after, name, endpoint="smoke"
+    )
+    assert (
+        metric_value(forged, name, endpoint="grpc_infer")
+        - metric_value(after, name, endpoint="grpc_infer")
+        == 1
     )
 
 

@@ -15,7 +15,14 @@ import pytest
 
 from mmop.runtime import contract
 
-from .conftest import RUNTIME_BIN, ModelStore, RuntimeServer, image_request, metric_value
+from .conftest import (
+    RUNTIME_BIN,
+    SMOKE_TOKEN,
+    ModelStore,
+    RuntimeServer,
+    image_request,
+    metric_value,
+)
 
 
 def test_probes_and_metrics_after_start(classification_server: RuntimeServer) -> None:
@@ -37,7 +44,7 @@ def test_probes_and_metrics_after_start(classification_server: RuntimeServer) ->
 
 def test_smoke_tests_are_not_counted_as_user_traffic(embedding_server: RuntimeServer) -> None:
     before = embedding_server.metrics()
-    with embedding_server.client(headers={contract.SMOKE_TEST_HEADER: "1"}) as client:
+    with embedding_server.client(headers={contract.SMOKE_TEST_HEADER: SMOKE_TOKEN}) as client:
         response = client.post(
             contract.infer_path(embedding_server.name),
             json=contract.smoke_test_request(contract.TASK_IMAGE_TEXT_EMBEDDING),
@@ -52,6 +59,29 @@ def test_smoke_tests_are_not_counted_as_user_traffic(embedding_server: RuntimeSe
 
     assert delta(endpoint="smoke", code="200") == 1
     assert delta(endpoint="infer") == 0
+
+
+def test_a_forged_smoke_test_header_counts_as_user_traffic(
+    embedding_server: RuntimeServer,
+) -> None:
+    # Any client can send the header; only the operator knows the pod's token.
+    before = embedding_server.metrics()
+    for forged in ("1", "true", SMOKE_TOKEN[:-1]):
+        with embedding_server.client(headers={contract.SMOKE_TEST_HEADER: forged}) as client:
+            response = client.post(
+                contract.infer_path(embedding_server.name),
+                json=contract.smoke_test_request(contract.TASK_IMAGE_TEXT_EMBEDDING),
+            )
+        assert response.status_code == 200
+    after = embedding_server.metrics()
+
+    def delta(**labels: str) -> float:
+        return metric_value(after, "mmop_requests_total", **labels) - metric_value(
+            before, "mmop_requests_total", **labels
+        )
+
+    assert delta(endpoint="infer", code="200") == 3
+    assert delta(endpoint="smoke") == 0
 
 
 def test_sigterm_drains_in_flight_requests_then_exits_0(drain_server: RuntimeServer) -> None:

@@ -16,7 +16,7 @@ import pytest
 from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
 
-from .conftest import AUTH_TOKEN, ModelStore, RuntimeServer, metric_value
+from .conftest import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
 
 TASK = contract.TASK_IMAGE_TEXT_EMBEDDING
 DEADLINE = 90.0
@@ -74,7 +74,8 @@ def servers(
     black_hole.bind(("127.0.0.1", 0))
     black_hole.listen(16)  # connections complete, nothing is ever read or answered
     name = ("--name", "clip", "--max-delay-ms", "5")
-    auth = {contract.ENV_AUTH_TOKEN: AUTH_TOKEN}
+    # Both versions of one model share its smoke-test token (the operator's per-model Secret).
+    auth = {contract.ENV_AUTH_TOKEN: AUTH_TOKEN, contract.ENV_SMOKE_TEST_TOKEN: SMOKE_TOKEN}
 
     def canary(target: str, **env: str) -> RuntimeServer:
         mirror = {contract.ENV_MIRROR_URL: target, contract.ENV_MIRROR_PERCENT: "100"}
@@ -130,6 +131,15 @@ def test_same_weights_score_perfectly_and_stable_counts_them_as_mirror(servers: 
     assert metric_value(stable_page, requests_total, endpoint="infer") == 0
     # The canary's own user traffic is plain infer.
     assert metric_value(page, requests_total, endpoint="infer", code="200") == requests
+
+    # A client sending the header without the token is user traffic: it cannot hide requests.
+    with servers.stable.client(
+        headers={"Authorization": f"Bearer {AUTH_TOKEN}", contract.MIRROR_HEADER: "1"}
+    ) as client:
+        assert client.post(contract.infer_path("clip"), json=_request(9)).status_code == 200
+    forged = servers.stable.metrics()
+    assert metric_value(forged, requests_total, endpoint="infer") == 1
+    assert metric_value(forged, requests_total, endpoint=contract.ENDPOINT_MIRROR) == requests
 
 
 def test_other_weights_score_worse(servers: Servers) -> None:

@@ -74,7 +74,7 @@ def test_no_wildcards_no_secret_listing(helm, values: dict[str, str]) -> None:
         for field in ("apiGroups", "resources", "verbs"):
             assert not any("*" in item for item in rule[field]), rule
     grants = _grants(rules)
-    assert {verb for group, resource, verb in grants if resource == "secrets"} == {"get"}
+    assert {verb for group, resource, verb in grants if resource == "secrets"} == {"get", "create"}
     # Writes are patches: the operator and kopf never PUT, and never delete their own model.
     assert not {g for g in grants if g[2] in ("update", "deletecollection", "escalate", "bind")}
     assert not {g for g in grants if g[1] == "multimodalmodels" and g[2] in ("create", "delete")}
@@ -123,7 +123,7 @@ def test_data_file_covers_the_reconcilers_calls(rbac_rules) -> None:
     assert "get" in _granted(rbac_rules, models.GROUP, models.PLURAL)
     assert "patch" in _granted(rbac_rules, models.GROUP, f"{models.PLURAL}/status")
     assert "list" in _granted(rbac_rules, kube.POD.group, kube.POD.plural)
-    assert _granted(rbac_rules, kube.SECRET.group, kube.SECRET.plural) == {"get"}
+    assert _granted(rbac_rules, kube.SECRET.group, kube.SECRET.plural) == {"get", "create"}
     assert "create" in _granted(rbac_rules, kube.EVENT.group, kube.EVENT.plural)
 
 

@@ -114,6 +114,7 @@ def _mirror(handler: Any, *, max_inflight: int = 4) -> tuple[mirror.Mirror, Metr
             max_inflight=max_inflight,
             timeout_seconds=5,
             metrics=metrics,
+            token="smoke-secret",
             transport=httpx.MockTransport(handler),
         ),
         metrics,
@@ -150,7 +151,8 @@ async def test_same_answers_are_compared_with_what_was_sent() -> None:
     (request,) = seen
     assert str(request.url) == "http://stable.example:8080/v2/models/clip/infer"
     assert request.content == b'{"inputs": []}'
-    assert request.headers[contract.MIRROR_HEADER] == "1"
+    # the per-model token: the target counts the copy as mirror only with it
+    assert request.headers[contract.MIRROR_HEADER] == "smoke-secret"
     assert request.headers["authorization"] == "Bearer t0ken"
     assert "cookie" not in request.headers
     assert "x-request-id" not in request.headers

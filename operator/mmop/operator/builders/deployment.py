@@ -89,6 +89,20 @@ def runtime_env(
         },
         {"name": "HF_HOME", "value": f"{contract.CACHE_MOUNT_PATH}/hf"},
     ]
+    # The operator's test inferences are told apart by this token (optional: a missing
+    # Secret only leaves them unmarked, it never keeps pods from starting).
+    ours.append(
+        {
+            "name": contract.ENV_SMOKE_TEST_TOKEN,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": contract.smoke_test_secret_name(mm.metadata.name),
+                    "key": contract.SMOKE_TEST_SECRET_KEY,
+                    "optional": True,
+                }
+            },
+        }
+    )
     if serving.runtime.auth_secret_ref is not None:
         ref = serving.runtime.auth_secret_ref
         ours.append(
@@ -298,7 +312,10 @@ def build_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta.object_meta(
-            mm, name=name, version=plan.name, annotations=revision_annotation
+            mm,
+            name=name,
+            version=plan.name,
+            annotations={**revision_annotation, **meta.version_record(plan.role, plan.serving)},
         ),
         "spec": spec,
     }

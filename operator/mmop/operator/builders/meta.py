@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mmop.operator import models
@@ -11,6 +12,11 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_MODEL = "mmop.io/model"
 LABEL_VERSION = "mmop.io/version"
 ANNOTATION_REVISION = "mmop.io/revision"
+# On Deployment metadata only (never the pod template: changing it would restart pods): what
+# the operator needs to rebuild its record of a version when the model's status is lost.
+ANNOTATION_ROLE = "mmop.io/role"
+ANNOTATION_SERVING_SPEC = "mmop.io/serving-spec"
+ROLE_RETIRING = "retiring"
 MANAGER = "mmop"
 
 
@@ -56,6 +62,14 @@ def owner_reference(mm: models.MultimodalModel) -> dict[str, Any]:
         "uid": mm.metadata.uid or "00000000-0000-0000-0000-000000000000",
         "controller": True,
         "blockOwnerDeletion": True,
+    }
+
+
+def version_record(role: str, serving: models.ServingSpec) -> dict[str, str]:
+    """The role (stable, canary, retiring) and serving spec of a version, as annotations."""
+    return {
+        ANNOTATION_ROLE: role,
+        ANNOTATION_SERVING_SPEC: json.dumps(serving.wire(), sort_keys=True, separators=(",", ":")),
     }
 
 

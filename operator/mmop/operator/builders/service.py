@@ -55,19 +55,25 @@ def main_service_has_grpc(mm: models.MultimodalModel) -> bool:
 
 
 def main_selector(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[str, str]:
-    """Pods behind Service NAME.
+    """Pods behind Service NAME: only versions with weight > 0, with every router.
 
-    With a mesh (Istio, Gateway API) the route decides, so it selects every version. With plain
-    Service routing the selector is the router: it pins the stable version until the canary
-    has weight, then selects all versions and the replica ratio makes the split.
+    Clients outside the mesh reach the model through this Service, so it must never select a
+    canary at weight 0 (or a retiring version); with a mesh, Istio subsets and GAMMA routes
+    are cut from the same endpoints, so a weighted canary must be in it. One version with
+    weight: that version. Stable and canary both weighted: all the model's pods (label
+    selectors have no "in"; the state machine retires old versions before a canary gets
+    weight). If retiring versions are still recorded then, the stable alone (stable first).
     """
-    if mm.spec.traffic.router != models.Router.SERVICE:
-        return meta.pod_selector(mm.metadata.name)
-    canary_live = any(p.role == "canary" and p.weight > 0 for p in plans)
-    if canary_live:
-        return meta.pod_selector(mm.metadata.name)
-    stable = next(p for p in plans if p.role == "stable")
-    return meta.pod_selector(mm.metadata.name, stable.name)
+    name = mm.metadata.name
+    live = [p for p in plans if p.weight > 0]
+    stable = next((p for p in plans if p.role == "stable"), None)
+    if len(live) == 1:
+        return meta.pod_selector(name, live[0].name)
+    retiring = any(v.role == models.VersionRole.RETIRING for v in mm.status.versions)
+    if len(live) > 1 and not retiring:
+        return meta.pod_selector(name)
+    first = stable or (live[0] if live else plans[0])
+    return meta.pod_selector(name, first.name)
 
 
 def build_main_service(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[str, Any]:

@@ -56,6 +56,11 @@ def update_patch(desired: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     return patch
 
 
+# Answers that mean "this write will not go through as it is": reported, not retried blindly.
+REFUSED_STATUSES = (400, 403, 422)
+ROUTE_KINDS = ("VirtualService", "DestinationRule", "HTTPRoute")
+
+
 @dataclass
 class ChildrenReport:
     created: list[str] = field(default_factory=list)
@@ -63,6 +68,12 @@ class ChildrenReport:
     deleted: list[str] = field(default_factory=list)
     unserved: list[str] = field(default_factory=list)
     """Kinds the cluster does not serve (no Istio / Gateway API CRDs) that we wanted."""
+    conflicts: list[str] = field(default_factory=list)
+    """Children whose name is taken by an object this model does not own, one line each."""
+    conflict_versions: set[str] = field(default_factory=set)
+    """The versions those children belong to."""
+    refused: list[str] = field(default_factory=list)
+    """Writes the API server refused (400, 403, 422), one line each."""
 
     @property
     def writes(self) -> int:
@@ -103,6 +114,7 @@ async def ensure_children(
     """Write the difference. Objects of ``keep_versions`` (retiring) are left alone."""
     report = ChildrenReport()
     wanted: set[str] = set()
+    taken_services: set[str] = set()
     for obj in desired:
         kind = kube.kind_of(obj)
         name = obj["metadata"]["name"]
@@ -110,36 +122,121 @@ async def ensure_children(
         if kind in unserved:
             report.unserved.append(kind.kind)
             continue
-        current = actual.get(kind, {}).get(name)
-        if current is None:
-            try:
-                await client.create(kind, obj, namespace=namespace)
-                report.created.append(_key(kind, name))
-            except kube.ConflictError:
-                # Created by someone else meanwhile (or still being deleted): next pass fixes.
-                log.info(
-                    "%s %s/%s exists already; will compare next pass", kind.kind, namespace, name
-                )
+        if kind.kind in ROUTE_KINDS and _names_any(obj, taken_services):
+            # Never route to a Service that belongs to another model.
+            report.conflicts.append(
+                f"{kind.kind} {name} not written: it would send traffic to Service "
+                f"{', '.join(sorted(n for n in taken_services if _names_any(obj, {n})))} of "
+                f"another owner"
+            )
             continue
-        if current["metadata"].get("deletionTimestamp"):
-            continue  # recreated once it is gone
-        patch = update_patch(obj, current)
-        if patch is not None:
-            await client.patch(kind, name=name, namespace=namespace, patch=patch)
-            report.updated.append(_key(kind, name))
+        current = actual.get(kind, {}).get(name)
+        try:
+            if current is None:
+                taken = await _create(client, kind, obj, namespace=namespace, owner_uid=owner_uid)
+                if taken is None:
+                    report.created.append(_key(kind, name))
+                elif taken:
+                    report.conflicts.append(f"{kind.kind} {name} {taken}")
+                    version = (obj["metadata"].get("labels") or {}).get(meta.LABEL_VERSION)
+                    if version:
+                        report.conflict_versions.add(version)
+                    if kind == kube.SERVICE:
+                        taken_services.add(name)
+                continue
+            if current["metadata"].get("deletionTimestamp"):
+                continue  # recreated once it is gone
+            patch = update_patch(obj, current)
+            if patch is not None:
+                await client.patch(kind, name=name, namespace=namespace, patch=patch)
+                report.updated.append(_key(kind, name))
+        except kube.ApiError as error:
+            if error.status not in REFUSED_STATUSES:
+                raise
+            report.refused.append(f"{kind.kind} {name}: {_why(error)}")
 
     for kind, objects in actual.items():
         for name, obj in objects.items():
             if _key(kind, name) in wanted:
                 continue
             labels = obj["metadata"].get("labels") or {}
-            if labels.get(meta.LABEL_VERSION) in keep_versions:
-                continue
             owners = {o.get("uid") for o in obj["metadata"].get("ownerReferences") or []}
             if owner_uid not in owners:
                 continue  # not ours (a same-named model that was deleted and recreated)
             if obj["metadata"].get("deletionTimestamp"):
                 continue
-            await client.delete(kind, name=name, namespace=namespace)
-            report.deleted.append(_key(kind, name))
+            try:
+                if labels.get(meta.LABEL_VERSION) in keep_versions:
+                    if await _mark_retiring(client, kind, obj, namespace=namespace):
+                        report.updated.append(_key(kind, name))
+                    continue
+                await client.delete(kind, name=name, namespace=namespace)
+                report.deleted.append(_key(kind, name))
+            except kube.ApiError as error:
+                if error.status not in REFUSED_STATUSES:
+                    raise
+                report.refused.append(f"{kind.kind} {name}: {_why(error)}")
     return report
+
+
+def _why(error: kube.ApiError) -> str:
+    message = str(error.body.get("message") or error)
+    return f"{error.status} {error.reason or 'refused'}: {message}"[:400]
+
+
+def _names_any(obj: dict[str, Any], names: set[str]) -> bool:
+    """Does a route object refer to one of ``names`` (a backendRef, parentRef or host)?"""
+    if not names:
+        return False
+    text = json.dumps(obj.get("spec") or {})
+    return any(f'"{n}"' in text or f'"{n}.' in text for n in names)
+
+
+async def _create(
+    client: kube.KubeClient,
+    kind: kube.Kind,
+    obj: dict[str, Any],
+    *,
+    namespace: str,
+    owner_uid: str,
+) -> str | None:
+    """Create ``obj``. None: created (or ours already, patched); "": nothing to report yet;
+    otherwise why the name is taken by an object this model does not own."""
+    name = obj["metadata"]["name"]
+    try:
+        await client.create(kind, obj, namespace=namespace)
+        return None
+    except kube.ConflictError:
+        pass
+    existing = await client.get_or_none(kind, name=name, namespace=namespace)
+    if existing is None or existing["metadata"].get("deletionTimestamp"):
+        return ""  # gone meanwhile, or still being deleted: the next pass creates it
+    owners = existing["metadata"].get("ownerReferences") or []
+    if owner_uid in {o.get("uid") for o in owners}:
+        # Ours but not listed (someone changed its labels): bring it back.
+        patch = update_patch(obj, existing)
+        if patch is not None:
+            await client.patch(kind, name=name, namespace=namespace, patch=patch)
+        return None
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    whose = f"{owner.get('kind')} {owner.get('name')}" if owner else "an object with no owner"
+    return f"exists and belongs to {whose}"
+
+
+async def _mark_retiring(
+    client: kube.KubeClient, kind: kube.Kind, obj: dict[str, Any], *, namespace: str
+) -> bool:
+    """Record the retiring role on a retiring version's Deployment (metadata only, no restart),
+    so that a lost status does not find two Deployments claiming to be stable."""
+    if kind != kube.DEPLOYMENT:
+        return False
+    annotations = obj["metadata"].get("annotations") or {}
+    if annotations.get(meta.ANNOTATION_ROLE) == meta.ROLE_RETIRING:
+        return False
+    await client.patch(
+        kind,
+        name=obj["metadata"]["name"],
+        namespace=namespace,
+        patch={"metadata": {"annotations": {meta.ANNOTATION_ROLE: meta.ROLE_RETIRING}}},
+    )
+    return True

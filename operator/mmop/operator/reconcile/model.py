@@ -7,6 +7,7 @@ child edited behind our back all converge the same way. Only differences are wri
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -20,17 +21,18 @@ from pydantic import ValidationError
 from mmop.operator import conditions, kube, metrics, models
 from mmop.operator.builders import meta
 from mmop.operator.builders.children import build_children
-from mmop.operator.reconcile import observe, probes
+from mmop.operator.reconcile import observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
-from mmop.operator.reconcile.children import ensure_children, list_children
+from mmop.operator.reconcile.children import ChildrenReport, ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
-from mmop.operator.rollout import machine
+from mmop.operator.rollout import machine, recovery
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
 ROUTES_READY = "RoutesReady"
+CHILDREN_SYNCED = "ChildrenSynced"
 
 
 def _utcnow() -> datetime:
@@ -86,6 +88,17 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     mm.status = status
 
     actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
+    recovered: list[machine.Event] = []
+    records = recovery.records_from(
+        actual.get(kube.DEPLOYMENT, {}), owner_uid=mm.metadata.uid or ""
+    )
+    if recovery.needs_recovery(status, records):
+        found = recovery.recover_status(spec=mm.spec, status=status, records=records, now=now)
+        if found.status is None:
+            return await _hold(ctx, body=body, mm=mm, raw_status=raw_status, message=found.message)
+        status = mm.status = found.status
+        recovered.append(machine.Event("Warning", "StatusRecovered", found.message))
+        log.warning("%s/%s: %s", namespace, name, found.message)
     pods = await ctx.client.list_items(
         kube.POD, namespace=namespace, label_selector=meta.selector_string(meta.pod_selector(name))
     )
@@ -104,6 +117,9 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     new_status.selector = meta.selector_string(meta.pod_selector(name))
 
     mm.status = new_status
+    if new_status.canary_version is not None or new_status.phase == models.Phase.DEPLOYING:
+        # Pods are about to start: their smoke-test token must exist first.
+        await smoke.smoke_token(ctx.client, mm, create=True)
     desired = build_children(mm, options=ctx.settings.build_options())
     retiring = {v.name for v in new_status.versions if v.role == models.VersionRole.RETIRING}
     report = await ensure_children(
@@ -115,8 +131,26 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         unserved=unserved,
         keep_versions=retiring,
     )
-    events = list(decision.events)
+    events = [*recovered, *decision.events]
+    if new_status.canary_version in report.conflict_versions:
+        # Its objects' names belong to another model: it must never get traffic.
+        stopped = machine.stop_canary(
+            spec=mm.spec,
+            status=new_status,
+            generation=mm.metadata.generation,
+            obs=obs,
+            reason="NameConflict",
+            message="; ".join(report.conflicts),
+        )
+        new_status = stopped.status
+        new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
+        new_status.selector = meta.selector_string(meta.pod_selector(name))
+        events.extend(stopped.events)
+        decision = dataclasses.replace(
+            decision, action=stopped.action, requeue_after=stopped.requeue_after
+        )
     _routes_condition(new_status, unserved=report.unserved, mm=mm, now=now, events=events)
+    _children_condition(new_status, report=report, mm=mm, now=now, events=events)
 
     writes = report.writes
     patch = merge_patch(raw_status, new_status.wire())
@@ -184,36 +218,46 @@ async def _observe(
         for version, revision in expected.items()
     }
 
-    smoke = None
-    canary_metrics = None
+    smoke_result = None
+    canary_metrics = stable_metrics = None
     golden = None
     if status.canary_version and status.canary_revision:
-        infos = [
-            p
-            for p in observe.pod_infos(by_version.get(status.canary_version, []))
-            if p.ready and p.ip and p.revision == status.canary_revision
-        ]
+        infos = _serving_pods(by_version, status.canary_version, status.canary_revision)
         canary = versions.get(status.canary_version)
         if machine.wants_smoke_test(status) and canary is not None and canary.available and infos:
             token = await _auth_token(ctx, mm)
-            smoke = await probes.smoke_test(
-                ctx.http, pod=infos[0], model=name, task=mm.spec.model.task, token=token
+            smoke_token = await smoke.smoke_token(ctx.client, mm, create=False)
+            smoke_result = await probes.smoke_test(
+                ctx.http,
+                pod=infos[0],
+                model=name,
+                task=mm.spec.model.task,
+                token=token,
+                smoke_token=smoke_token,
             )
-            if smoke.ok and machine.wants_golden_check(mm.spec, status):
+            if smoke_result.ok and machine.wants_golden_check(mm.spec, status):
                 golden = await _golden_check(
-                    ctx, mm=mm, pods=by_version, canary=infos[0], canary_token=token
+                    ctx,
+                    mm=mm,
+                    pods=by_version,
+                    canary=infos[0],
+                    canary_token=token,
+                    smoke_token=smoke_token,
                 )
         if machine.wants_canary_metrics(status):
-            prometheus = ctx.settings.prometheus_url
-            canary_metrics = (
-                await probes.prometheus_snapshot(
-                    ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=infos
+            canary_metrics = await _metrics(ctx, mm, infos)
+            if status.stable_version and status.stable_revision:
+                stable_pods = _serving_pods(
+                    by_version, status.stable_version, status.stable_revision
                 )
-                if prometheus
-                else await probes.scrape(ctx.http, infos)
-            )
+                stable_metrics = await _metrics(ctx, mm, stable_pods)
     return machine.Observations(
-        now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics, golden=golden
+        now=now,
+        versions=versions,
+        smoke=smoke_result,
+        canary_metrics=canary_metrics,
+        stable_metrics=stable_metrics,
+        golden=golden,
     )
 
 
@@ -224,6 +268,7 @@ async def _golden_check(
     pods: dict[str, list[dict[str, Any]]],
     canary: observe.PodInfo,
     canary_token: str | None,
+    smoke_token: str | None,
 ) -> GoldenResult:
     """Compare one ready stable pod's answers to the golden set with the canary pod's."""
     status = mm.status
@@ -249,7 +294,30 @@ async def _golden_check(
         canary=canary,
         stable_token=stable_token,
         canary_token=canary_token,
+        smoke_token=smoke_token,
     )
+
+
+def _serving_pods(
+    by_version: dict[str, list[dict[str, Any]]], version: str, revision: str
+) -> list[observe.PodInfo]:
+    return [
+        p
+        for p in observe.pod_infos(by_version.get(version, []))
+        if p.ready and p.ip and p.revision == revision
+    ]
+
+
+async def _metrics(
+    ctx: Context, mm: models.MultimodalModel, pods: list[observe.PodInfo]
+) -> models.MetricsSnapshot | None:
+    """One version's cumulative counters: its pods' /metrics, or Prometheus when configured."""
+    prometheus = ctx.settings.prometheus_url
+    if prometheus:
+        return await probes.prometheus_snapshot(
+            ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=pods
+        )
+    return await probes.scrape(ctx.http, pods)
 
 
 async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
@@ -304,6 +372,85 @@ def _routes_condition(
         now=now,
         generation=mm.metadata.generation,
     )
+
+
+def _children_condition(
+    status: models.MultimodalModelStatus,
+    *,
+    report: ChildrenReport,
+    mm: models.MultimodalModel,
+    now: datetime,
+    events: list[machine.Event],
+) -> None:
+    """ChildrenSynced: False with NameConflict or WriteRefused when a child could not be
+    written as built; a Warning Event each time that changes."""
+    previous = conditions.get(status.conditions, CHILDREN_SYNCED)
+    cond: tuple[conditions.Status, str, str]
+    if report.conflicts:
+        cond = (
+            "False",
+            "NameConflict",
+            "; ".join(report.conflicts)
+            + ". Rename the model or spec.version so NAME-VERSION is free",
+        )
+    elif report.refused:
+        cond = ("False", "WriteRefused", "the API server refused: " + "; ".join(report.refused))
+    else:
+        cond = ("True", "Synced", "every child is written as built")
+    changed = previous is None or (previous.status, previous.reason, previous.message) != cond
+    if changed and cond[0] == "False":
+        events.append(machine.Event("Warning", cond[1], cond[2]))
+    status.conditions = conditions.set_condition(
+        status.conditions,
+        type_=CHILDREN_SYNCED,
+        status=cond[0],
+        reason=cond[1],
+        message=cond[2][:4000],
+        now=now,
+        generation=mm.metadata.generation,
+    )
+
+
+async def _hold(
+    ctx: Context,
+    *,
+    body: dict[str, Any],
+    mm: models.MultimodalModel,
+    raw_status: dict[str, Any],
+    message: str,
+) -> Outcome:
+    """No stable record and no safe way to rebuild it: write no child, say why in status."""
+    now = ctx.clock()
+    status = mm.status.model_copy(deep=True)
+    previous = conditions.get(status.conditions, conditions.PROGRESSING)
+    status.phase = models.Phase.DEGRADED
+    status.message = message
+    status.observed_generation = mm.metadata.generation
+    status.conditions = conditions.set_condition(
+        status.conditions,
+        type_=conditions.PROGRESSING,
+        status="False",
+        reason=recovery.HOLD_REASON,
+        message=message,
+        now=now,
+        generation=mm.metadata.generation,
+    )
+    writes = 0
+    patch = merge_patch(raw_status, status.wire())
+    if patch is not None:
+        await ctx.client.patch_status(
+            kube.MULTIMODAL_MODEL,
+            name=mm.metadata.name,
+            namespace=mm.metadata.namespace,
+            status=patch,
+        )
+        writes += 1
+    if previous is None or previous.reason != recovery.HOLD_REASON or previous.message != message:
+        event = machine.Event("Warning", recovery.HOLD_REASON, message)
+        await post_event(ctx.client, body=body, event=event, now=now)
+        writes += 1
+        log.warning("%s/%s: %s", mm.metadata.namespace, mm.metadata.name, message)
+    return Outcome("hold", None, writes=writes)
 
 
 async def _report_invalid(

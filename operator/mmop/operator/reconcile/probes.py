@@ -18,6 +18,17 @@ def _base(pod: PodInfo) -> str:
     return f"http://{pod.ip}:{contract.HTTP_PORT}"
 
 
+def operator_headers(*, token: str | None, smoke_token: str | None) -> dict[str, str]:
+    """Headers of any request the operator itself sends to a runtime pod: the bearer token
+    (spec.runtime.authSecretRef) and the smoke-test mark (without a token: no mark)."""
+    headers: dict[str, str] = {}
+    if smoke_token:
+        headers[contract.SMOKE_TEST_HEADER] = smoke_token
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 async def smoke_test(
     http: httpx.AsyncClient,
     *,
@@ -25,11 +36,11 @@ async def smoke_test(
     model: str,
     task: models.Task,
     token: str | None = None,
+    smoke_token: str | None = None,
 ) -> SmokeResult:
-    """A per-modality test inference through the whole pipeline of one canary pod."""
-    headers = {contract.SMOKE_TEST_HEADER: "1"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    """A per-modality test inference through the whole pipeline of one canary pod, marked
+    with the model's smoke-test token so the runtime counts it apart from user traffic."""
+    headers = operator_headers(token=token, smoke_token=smoke_token)
     started = time.monotonic()
     try:
         response = await http.post(
@@ -90,7 +101,12 @@ async def prometheus_snapshot(
     requests_total = f"{contract.METRIC_REQUESTS}_total"
     queries = {
         "requests": f"sum({requests_total}{{{match}}})",
-        "errors": f'sum({requests_total}{{{match},{contract.LABEL_CODE}=~"5.."}})',
+        # 5xx and 4xx except 429 and 499, like analysis.is_error_code
+        "errors": (
+            f"sum({requests_total}{{{match},"
+            f'{contract.LABEL_CODE}=~"5..|4..",'
+            f'{contract.LABEL_CODE}!~"{analysis.NOT_ERRORS_REGEX}"}})'
+        ),
         "buckets": f"sum by (le) ({contract.METRIC_REQUEST_DURATION}_bucket{{{match}}})",
         "pods": f"count by (pod) ({requests_total}{{{match}}})",
         **quality_queries(namespace=namespace, names=names),

@@ -10,6 +10,7 @@ import httpx
 
 from mmop.operator import kube, models
 from mmop.operator.reconcile.observe import PodInfo
+from mmop.operator.reconcile.probes import operator_headers
 from mmop.operator.rollout.quality import GoldenResult, metric_for
 from mmop.runtime import contract, golden, scoring
 
@@ -35,14 +36,6 @@ async def load_golden_set(
         return golden.parse_golden_set(data), source
     except golden.GoldenSetError as error:
         raise golden.GoldenSetError(f"{source}: {error}") from None
-
-
-def operator_headers(token: str | None) -> dict[str, str]:
-    """The operator's own traffic is marked like its smoke test, so analysis leaves it out."""
-    headers = {contract.SMOKE_TEST_HEADER: "1"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
 
 
 class _Unanswered(Exception):
@@ -85,14 +78,16 @@ async def compare_golden_set(
     task: models.Task,
     stable_token: str | None = None,
     canary_token: str | None = None,
+    smoke_token: str | None = None,
 ) -> GoldenResult:
     """Send every sample to both pods and score the pairs: the mean of all item scores.
     Any unanswered or incomparable sample makes the result incomplete (a problem, no score)."""
     metric = metric_for(task)
     path = contract.infer_path(model)
     limit = asyncio.Semaphore(CONCURRENCY)
-    stable_headers = operator_headers(stable_token)
-    canary_headers = operator_headers(canary_token)
+    # Marked like the smoke test (the genuine per-model token), so no analysis counts them.
+    stable_headers = operator_headers(token=stable_token, smoke_token=smoke_token)
+    canary_headers = operator_headers(token=canary_token, smoke_token=smoke_token)
 
     async def one(key: str, body: dict[str, Any]) -> list[float]:
         async with limit:
@@ -127,6 +122,7 @@ async def golden_check(
     canary: PodInfo,
     stable_token: str | None,
     canary_token: str | None,
+    smoke_token: str | None = None,
 ) -> GoldenResult:
     """The whole golden-set comparison for the state machine; never raises for bad input."""
     gate = mm.spec.rollout.quality
@@ -153,4 +149,5 @@ async def golden_check(
         task=task,
         stable_token=stable_token,
         canary_token=canary_token,
+        smoke_token=smoke_token,
     )

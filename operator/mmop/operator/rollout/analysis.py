@@ -13,10 +13,24 @@ from mmop.runtime import contract
 
 _REQUESTS_TOTAL = f"{contract.METRIC_REQUESTS}_total"
 _DURATION_BUCKET = f"{contract.METRIC_REQUEST_DURATION}_bucket"
+# 4xx codes that do not count against a version (is_error_code; the Prometheus query too).
+_NOT_ERRORS = ("429", "499")
+NOT_ERRORS_REGEX = "|".join(_NOT_ERRORS)
+
+
+def is_error_code(code: str) -> bool:
+    """An answer that counts against a version: 5xx, and 4xx except 429 and 499.
+
+    A 4xx is the server refusing a request (a changed auth Secret, a too-small input limit)
+    as much as a 5xx is; 429 is the queue shedding load, which the capacity settings own; 499
+    is a gRPC call the client cancelled (a slow version shows in the p99 and, at the client's
+    deadline, as 504).
+    """
+    return code.startswith("5") or (code.startswith("4") and code not in _NOT_ERRORS)
 
 
 def parse_runtime_metrics(text: str, *, pod: str) -> models.MetricsSnapshot:
-    """Inference requests, 5xx answers and the latency histogram of one runtime pod.
+    """Inference requests, error answers and the latency histogram of one runtime pod.
 
     Only user inference traffic counts (endpoint infer/embeddings): health probes and the
     operator's own smoke tests (endpoint="smoke") are left out.
@@ -30,7 +44,7 @@ def parse_runtime_metrics(text: str, *, pod: str) -> models.MetricsSnapshot:
                 continue
             if sample.name == _REQUESTS_TOTAL:
                 requests += sample.value
-                if sample.labels.get(contract.LABEL_CODE, "").startswith("5"):
+                if is_error_code(sample.labels.get(contract.LABEL_CODE, "")):
                     errors += sample.value
             elif sample.name == _DURATION_BUCKET:
                 le = sample.labels["le"]
@@ -104,6 +118,39 @@ class Verdict:
     message: str
     reset: bool
     """True when counters went backwards (a pod restarted): start a fresh baseline."""
+    stable_error_rate: float | None = None
+    """The reference the canary was judged against (None: compared with 0)."""
+
+
+@dataclass(frozen=True)
+class StableWindow:
+    """The stable version's traffic in the same interval as the canary's."""
+
+    requests: int
+    error_rate: float | None
+    """None when the interval cannot serve as a reference (too few requests, pods changed)."""
+
+
+def stable_window(
+    *,
+    baseline: models.MetricsSnapshot | None,
+    current: models.MetricsSnapshot | None,
+    min_requests: int,
+) -> StableWindow | None:
+    """The stable's error rate between two snapshots taken with the canary's; None without data.
+
+    Counters going backwards or a changed pod set make the interval unusable as a reference
+    (error_rate None), like for the canary; so do fewer than ``min_requests`` requests.
+    """
+    if current is None:
+        return None
+    if baseline is None or baseline.pods != current.pods or current.requests < baseline.requests:
+        return StableWindow(0, None)
+    requests = current.requests - baseline.requests
+    errors = max(current.errors - baseline.errors, 0.0)
+    if requests < max(min_requests, 1):
+        return StableWindow(int(requests), None)
+    return StableWindow(int(requests), round(errors / requests, 4))
 
 
 def analyse(
@@ -111,8 +158,14 @@ def analyse(
     baseline: models.MetricsSnapshot | None,
     current: models.MetricsSnapshot,
     thresholds: models.Analysis,
+    stable_error_rate: float | None = None,
 ) -> Verdict:
-    """Judge the interval between two cumulative snapshots of the canary."""
+    """Judge the interval between two cumulative snapshots of the canary.
+
+    The error rate is compared with the stable's in the same interval: the canary fails when
+    it is higher by more than ``maxErrorRate``. Without a stable reference (``None``) the
+    reference is 0, which is the strictest: missing data never makes a check easier to pass.
+    """
     if baseline is None or baseline.pods != current.pods or current.requests < baseline.requests:
         return Verdict(
             models.CheckResult.INCONCLUSIVE,
@@ -128,7 +181,7 @@ def analyse(
     p99 = quantile(delta, 0.99)
     p99_ms = None if p99 is None else round(p99 * 1000, 1)
     count = int(requests)
-    if requests < max(thresholds.min_requests, 1) and thresholds.min_requests > 0:
+    if requests < max(thresholds.min_requests, 1):
         return Verdict(
             models.CheckResult.INCONCLUSIVE,
             count,
@@ -137,10 +190,19 @@ def analyse(
             f"{count} canary requests, fewer than minRequests {thresholds.min_requests}",
             reset=False,
         )
-    error_rate = errors / requests if requests > 0 else 0.0
+    error_rate = errors / requests
+    reference = stable_error_rate or 0.0
+    against = "" if stable_error_rate is None else f" (stable {reference:.2%})"
     problems = []
-    if error_rate > thresholds.max_error_rate:
-        problems.append(f"error rate {error_rate:.2%} above {thresholds.max_error_rate:.2%}")
+    if error_rate > reference + thresholds.max_error_rate:
+        problems.append(
+            f"error rate {error_rate:.2%} above {reference + thresholds.max_error_rate:.2%}"
+            + (
+                f" (stable {reference:.2%} + maxErrorRate {thresholds.max_error_rate:.2%})"
+                if stable_error_rate is not None
+                else ""
+            )
+        )
     if p99_ms is not None and p99_ms > thresholds.max_latency_p99_ms:
         problems.append(f"p99 latency {p99_ms:.0f} ms above {thresholds.max_latency_p99_ms} ms")
     if problems:
@@ -151,6 +213,7 @@ def analyse(
             p99_ms,
             "; ".join(problems),
             reset=False,
+            stable_error_rate=stable_error_rate,
         )
     latency = "n/a" if p99_ms is None else f"{p99_ms:.0f} ms"
     return Verdict(
@@ -158,6 +221,7 @@ def analyse(
         count,
         round(error_rate, 4),
         p99_ms,
-        f"{count} requests, error rate {error_rate:.2%}, p99 {latency}",
+        f"{count} requests, error rate {error_rate:.2%}{against}, p99 {latency}",
         reset=False,
+        stable_error_rate=stable_error_rate,
     )

@@ -51,6 +51,8 @@ class Observations:
     canary_metrics: models.MetricsSnapshot | None = None
     golden: quality.GoldenResult | None = None
     """The golden-set comparison, gathered when :func:`wants_golden_check` says so."""
+    stable_metrics: models.MetricsSnapshot | None = None
+    """The stable version's counters, read at the same moment as the canary's."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,27 @@ def next_rollout_decision(
         _advance_canary(step, spec)
 
     _summarise(step, spec=spec, generation=generation)
+    requeue = min(step.requeue) if step.requeue else None
+    return Decision(
+        status=step.s, action=step.action, events=tuple(step.events), requeue_after=requeue
+    )
+
+
+def stop_canary(
+    *,
+    spec: models.MultimodalModelSpec,
+    status: models.MultimodalModelStatus,
+    generation: int | None,
+    obs: Observations,
+    reason: str,
+    message: str,
+) -> Decision:
+    """Roll the canary back now, whatever its step (weight 0 first, like any rollback): for
+    what the reconciler finds only while writing children (a name taken by another model)."""
+    step = _Step(status, obs, tick=TICK_SECONDS)
+    if step.s.canary_version is not None and step.s.phase != models.Phase.ROLLING_BACK:
+        _start_rollback(step, reason, message)
+        _summarise(step, spec=spec, generation=generation)
     requeue = min(step.requeue) if step.requeue else None
     return Decision(
         status=step.s, action=step.action, events=tuple(step.events), requeue_after=requeue
@@ -309,10 +332,13 @@ def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
             if rollout.failed_checks >= spec.rollout.max_failed_checks:
                 _start_rollback(step, "TestInferenceFailed", rollout.last_check.message)
         return
+    if _retire_now(step):
+        return
     if spec.rollout.quality is not None and not _golden_gate(step, spec.rollout.quality):
         return
     rollout.verified_at = rollout.last_step_at = conditions.rfc3339(step.now)
     rollout.baseline = step.obs.canary_metrics
+    rollout.stable_baseline = step.obs.stable_metrics
     step.event(
         "CanaryVerified",
         f"canary {s.canary_version} is available and answered a "
@@ -356,6 +382,29 @@ def _golden_gate(step: _Step, gate: models.Quality) -> bool:
     else:
         step.action = "wait-quality"
     return False
+
+
+def _retire_now(step: _Step) -> bool:
+    """Scale down versions still retiring before a canary gets weight; True when it did.
+
+    Service NAME can select the pods of one version or of all versions (label selectors have
+    no "in"), so a weighted canary beside a retiring version would let clients outside the
+    mesh reach the retiring one. It has had no traffic since the promotion (weight 0, not
+    selected), so it goes now; the canary is verified on the next pass.
+    """
+    retiring = [v for v in step.s.versions if v.role == models.VersionRole.RETIRING]
+    if not retiring:
+        return False
+    for v in retiring:
+        step.event(
+            "VersionRetired",
+            f"version {v.name} scaled down early: canary {step.s.canary_version} is about to "
+            f"get weight",
+        )
+    step.s.versions = [v for v in step.s.versions if v.role != models.VersionRole.RETIRING]
+    step.action = "retire"
+    step.due_in(step.tick)
+    return True
 
 
 def _set_weight(step: _Step, weight: int, *, step_index: int) -> None:
@@ -403,6 +452,7 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     if s.canary_weight == 100:
         s.phase = models.Phase.PROMOTING
     if spec.rollout.paused:
+        rollout.inconclusive_since = None  # paused time does not count against the deadline
         step.action = "paused"
         return
     interval = spec.rollout.step_interval_seconds()
@@ -413,6 +463,16 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     step.due_in(step.tick)
     now = conditions.rfc3339(step.now)
     canary = step.obs_of(s.canary_version)
+    stable_window = analysis.stable_window(
+        baseline=rollout.stable_baseline,
+        current=step.obs.stable_metrics,
+        min_requests=spec.rollout.analysis.min_requests,
+    )
+    # The stable's rate in this interval, else the last one measured (at weight 100 the
+    # stable gets no traffic), else none: the canary is then held to the absolute threshold.
+    reference = stable_window.error_rate if stable_window is not None else None
+    if reference is None and rollout.last_check is not None:
+        reference = rollout.last_check.stable_error_rate
     if canary.ready == 0:
         verdict = analysis.Verdict(
             models.CheckResult.FAILED,
@@ -436,6 +496,7 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
             baseline=rollout.baseline,
             current=step.obs.canary_metrics,
             thresholds=spec.rollout.analysis,
+            stable_error_rate=reference,
         )
     live = None
     if quality.live_enabled(spec.rollout.quality) and step.obs.canary_metrics is not None:
@@ -459,14 +520,20 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
         result=verdict.result,
         message=verdict.message,
         quality=live,
+        stable_error_rate=verdict.stable_error_rate,
+        stable_requests=None if stable_window is None else stable_window.requests,
     )
     if verdict.result == models.CheckResult.INCONCLUSIVE:
-        # Hold: keep the baseline so traffic adds up until there is enough to judge.
+        # Hold: keep the baselines so traffic adds up until there is enough to judge.
         if verdict.reset:
             rollout.baseline = step.obs.canary_metrics
+            rollout.stable_baseline = step.obs.stable_metrics
         step.action = "inconclusive"
+        _inconclusive_deadline(step, spec, verdict.message)
         return
+    rollout.inconclusive_since = None
     rollout.baseline = step.obs.canary_metrics
+    rollout.stable_baseline = step.obs.stable_metrics
     rollout.last_step_at = now
     if verdict.result == models.CheckResult.FAILED:
         rollout.failed_checks += 1
@@ -491,6 +558,24 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
     step.action = "step"
     _set_weight(step, spec.rollout.steps[next_index], step_index=next_index)
     step.due_in(interval)
+
+
+def _inconclusive_deadline(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
+    """Roll back a canary whose checks stay inconclusive for progressDeadlineSeconds, counted
+    from the first inconclusive check after the last conclusive one (or the verification)."""
+    rollout = step.s.rollout
+    assert rollout is not None
+    rollout.inconclusive_since = rollout.inconclusive_since or conditions.rfc3339(step.now)
+    deadline = spec.rollout.progress_deadline_seconds
+    elapsed = _seconds_since(rollout.inconclusive_since, step.now)
+    if elapsed >= deadline:
+        _start_rollback(
+            step,
+            "AnalysisInconclusive",
+            f"no conclusive check for progressDeadlineSeconds ({deadline} s): {why}",
+        )
+    else:
+        step.due_in(min(step.tick, deadline - elapsed))
 
 
 def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:

@@ -199,7 +199,7 @@ def create_app(
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
             plane.check_model(name, version)
-            smoke_test = contract.SMOKE_TEST_HEADER in request.headers
+            smoke_test = bool(request.scope.get(contract.SMOKE_TEST_SCOPE_KEY))
             body, admission = await receive(request)
             with admission:
                 document = await plane.infer(
@@ -309,5 +309,7 @@ def create_app(
     token = settings.auth_token.get_secret_value() if settings.auth_token else ""
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    smoke = settings.smoke_test_token.get_secret_value() if settings.smoke_test_token else ""
+    # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics, smoke_token=smoke)
     return app

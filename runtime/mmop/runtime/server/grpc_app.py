@@ -38,6 +38,7 @@ from mmop.runtime.errors import (
 )
 from mmop.runtime.loading import one_line
 from mmop.runtime.server.errors import status_of
+from mmop.runtime.server.middleware import is_genuine_smoke_test
 from mmop.runtime.server.oip import oip_v2_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -192,10 +193,18 @@ class InferenceService:
     """The RPCs of ``inference.GRPCInferenceService``; each one answers or aborts with the status
     of the domain error, and is counted in ``mmop_requests_total``."""
 
-    def __init__(self, plane: DataPlane, *, token: str = "") -> None:
+    def __init__(self, plane: DataPlane, *, token: str = "", smoke_token: str = "") -> None:
         self.plane = plane
         self.metrics = plane.metrics
         self._expected = ("bearer " + token).encode("utf-8") if token else None
+        self._smoke_token = smoke_token.encode("utf-8") if smoke_token else None
+
+    def _is_smoke_test(self, metadata: Mapping[str, str | bytes]) -> bool:
+        """The operator's test inference: the smoke-test metadata with this pod's token (any
+        other value is ordinary traffic, as over HTTP)."""
+        given = metadata.get(SMOKE_KEY)
+        raw = given.encode("utf-8") if isinstance(given, str) else given
+        return is_genuine_smoke_test(raw, self._smoke_token)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -236,7 +245,7 @@ class InferenceService:
         started = time.perf_counter()
         code = CODE_CANCELLED
         metadata = _metadata(context)
-        if endpoint == contract.ENDPOINT_GRPC_INFER and SMOKE_KEY in metadata:
+        if endpoint == contract.ENDPOINT_GRPC_INFER and self._is_smoke_test(metadata):
             endpoint = contract.ENDPOINT_SMOKE
         try:
             try:
@@ -329,7 +338,7 @@ class InferenceService:
                     admission=admission,
                     header_length=header_length,
                     version=version,
-                    smoke_test=SMOKE_KEY in metadata,
+                    smoke_test=self._is_smoke_test(metadata),
                 )
             return infer_response(document)
 
@@ -376,6 +385,7 @@ def create_server(plane: DataPlane) -> grpc.aio.Server:
     cannot be bound); start it on the running loop with ``await server.start()``."""
     settings = plane.settings
     token = settings.auth_token.get_secret_value() if settings.auth_token else ""
+    smoke = settings.smoke_test_token.get_secret_value() if settings.smoke_test_token else ""
     server = grpc.aio.server(
         options=[
             # The same body limit as HTTP (gRPC answers RESOURCE_EXHAUSTED beyond it).
@@ -385,7 +395,9 @@ def create_server(plane: DataPlane) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((InferenceService(plane, token=token).handler(),))
+    server.add_generic_rpc_handlers(
+        (InferenceService(plane, token=token, smoke_token=smoke).handler(),)
+    )
     address = listen_address(settings.host, settings.grpc_port)
     try:
         bound = server.add_insecure_port(address)

@@ -47,17 +47,27 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def is_genuine_smoke_test(given: bytes | None, token: bytes | None) -> bool:
+    """The smoke-test header counts only with the pod's token, compared in constant time."""
+    if given is None or not token:
+        return False
+    return hmac.compare_digest(given.strip(), token)
+
+
 class MetricsMiddleware:
     """Counts ``mmop_requests_total`` and times ``mmop_request_duration_seconds``.
 
-    Requests carrying the smoke-test header are labelled ``endpoint="smoke"``, and requests a
-    canary mirrors here ``endpoint="mirror"``, so the operator's canary analysis takes neither
-    for user traffic.
+    Requests carrying the smoke-test header *with this pod's token* are labelled
+    ``endpoint="smoke"`` (and marked in the ASGI scope), and requests a canary mirrors here
+    (``X-Mmop-Mirror`` carrying the same per-model token) ``endpoint="mirror"``, so the
+    operator's canary analysis takes neither for user traffic; either header with any other
+    value is ordinary traffic, so clients cannot hide requests from the analysis.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, smoke_token: str = "") -> None:
         self.app = app
         self.metrics = metrics
+        self._smoke_token = smoke_token.encode("utf-8") if smoke_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,9 +77,10 @@ class MetricsMiddleware:
         if endpoint is None:
             await self.app(scope, receive, send)
             return
-        if _header(scope, _SMOKE_HEADER):
+        if is_genuine_smoke_test(_header(scope, _SMOKE_HEADER), self._smoke_token):
             endpoint = contract.ENDPOINT_SMOKE
-        elif _header(scope, _MIRROR_HEADER):
+            scope[contract.SMOKE_TEST_SCOPE_KEY] = True
+        elif is_genuine_smoke_test(_header(scope, _MIRROR_HEADER), self._smoke_token):
             endpoint = contract.ENDPOINT_MIRROR
         started = time.perf_counter()
         status = 500

@@ -223,3 +223,26 @@ class TestBuildDeployment:
         assert pod["runtimeClassName"] == "nvidia"
         assert pod["affinity"] == {"nodeAffinity": {}}
         assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+
+
+class TestIssue12Records:
+    def test_smoke_test_token_comes_from_the_models_secret(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        env = _env(_build(clip, options))
+        assert env[contract.ENV_SMOKE_TEST_TOKEN] == {
+            "secretKeyRef": {"name": "clip-mmop-smoke-test", "key": "token", "optional": True}
+        }
+
+    def test_role_and_serving_spec_are_on_the_deployment_metadata_only(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        dep = _build(clip, options)
+        annotations = dep["metadata"]["annotations"]
+        assert annotations[meta.ANNOTATION_ROLE] == "stable"
+        serving = models.ServingSpec.model_validate_json(annotations[meta.ANNOTATION_SERVING_SPEC])
+        assert serving == clip.spec.serving()
+        # never in the pod template: a role change at promotion must not restart pods
+        template = dep["spec"]["template"]["metadata"]["annotations"]
+        assert meta.ANNOTATION_ROLE not in template
+        assert meta.ANNOTATION_SERVING_SPEC not in template

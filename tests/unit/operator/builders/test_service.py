@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mmop.operator import models
 from mmop.operator.builders import service
 from mmop.operator.builders.plan import plan_versions
@@ -15,13 +17,14 @@ def _service_router(mm: models.MultimodalModel) -> models.MultimodalModel:
 
 
 class TestBuildMainService:
-    def test_mesh_selects_every_version(
+    def test_mesh_selects_only_weighted_versions(
         self, clip: models.MultimodalModel, with_canary: WithCanary
     ) -> None:
+        # Clients outside the mesh use Service NAME: a canary at weight 0 is not behind it.
         mm = with_canary(clip, weight=0)
         svc = service.build_main_service(mm, plan_versions(mm))
         assert svc["metadata"]["name"] == "clip"
-        assert svc["spec"]["selector"] == {"mmop.io/model": "clip"}
+        assert svc["spec"]["selector"] == {"mmop.io/model": "clip", "mmop.io/version": "v1"}
         assert svc["spec"]["ports"][0]["port"] == 80
         assert svc["spec"]["ports"][0]["targetPort"] == "http"
         assert svc["spec"]["ports"][1] == {
@@ -53,15 +56,43 @@ class TestBuildMainService:
         main = service.build_main_service(mm, plan_versions(mm))
         assert [p["name"] for p in main["spec"]["ports"]] == ["http", "grpc"]
 
-    def test_plain_service_pins_stable_until_canary_has_weight(
+    @pytest.mark.parametrize("router", list(models.Router))
+    @pytest.mark.parametrize(
+        ("weight", "selector"),
+        [
+            (0, {"mmop.io/model": "clip", "mmop.io/version": "v1"}),
+            (25, {"mmop.io/model": "clip"}),
+            (100, {"mmop.io/model": "clip", "mmop.io/version": "v2"}),
+        ],
+    )
+    def test_every_router_selects_versions_with_weight(
+        self,
+        clip: models.MultimodalModel,
+        with_canary: WithCanary,
+        router: models.Router,
+        weight: int,
+        selector: dict[str, str],
+    ) -> None:
+        traffic = models.Traffic(router=router)
+        mm = clip.model_copy(update={"spec": clip.spec.model_copy(update={"traffic": traffic})})
+        mm = with_canary(mm, weight=weight)
+        assert service.build_main_service(mm, plan_versions(mm))["spec"]["selector"] == selector
+
+    def test_retiring_versions_are_never_selected(
         self, clip: models.MultimodalModel, with_canary: WithCanary
     ) -> None:
-        at_zero = with_canary(_service_router(clip), weight=0)
-        selector = service.build_main_service(at_zero, plan_versions(at_zero))["spec"]["selector"]
+        mm = with_canary(clip, weight=25)
+        old = models.VersionStatus(name="v0", revision="abc", role=models.VersionRole.RETIRING)
+        mm.status.versions = [*mm.status.versions, old]
+        # All-versions would include v0's pods: stable first instead.
+        selector = service.build_main_service(mm, plan_versions(mm))["spec"]["selector"]
         assert selector == {"mmop.io/model": "clip", "mmop.io/version": "v1"}
-        at_25 = with_canary(_service_router(clip), weight=25)
-        selector = service.build_main_service(at_25, plan_versions(at_25))["spec"]["selector"]
-        assert selector == {"mmop.io/model": "clip"}
+        # After a promotion (no canary), only the new stable.
+        promoted = with_canary(clip, weight=0)
+        promoted.status.canary_version = None
+        promoted.status.versions = [old]
+        selector = service.build_main_service(promoted, plan_versions(promoted))["spec"]["selector"]
+        assert selector == {"mmop.io/model": "clip", "mmop.io/version": "v1"}
 
 
 class TestBuildVersionService:

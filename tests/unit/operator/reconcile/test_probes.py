@@ -42,14 +42,23 @@ async def test_smoke_test_sends_a_real_request_and_marks_it() -> None:
             model="clip",
             task=models.Task.ZERO_SHOT_IMAGE_CLASSIFICATION,
             token="s3cret",
+            smoke_token="per-model-token",
         )
     assert result.ok, result.message
     (request,) = seen
     assert str(request.url) == "http://10.1.2.3:8080/v2/models/clip/infer"
-    assert request.headers[contract.SMOKE_TEST_HEADER] == "1"
+    assert request.headers[contract.SMOKE_TEST_HEADER] == "per-model-token"
     assert request.headers["Authorization"] == "Bearer s3cret"
     body = json.loads(request.content)
     assert {i["name"] for i in body["inputs"]} == {"image", "labels"}
+
+
+def test_operator_headers_mark_only_with_a_token() -> None:
+    assert probes.operator_headers(token=None, smoke_token=None) == {}
+    assert probes.operator_headers(token="t", smoke_token="s") == {
+        contract.SMOKE_TEST_HEADER: "s",
+        "Authorization": "Bearer t",
+    }
 
 
 async def test_smoke_test_failures() -> None:
@@ -104,7 +113,7 @@ async def test_prometheus_snapshot() -> None:
             ]
         elif query.startswith("count by (pod)"):
             result = [{"metric": {"pod": "clip-v2-abc"}, "value": [0, "2"]}]
-        elif 'code=~"5.."' in query:
+        elif 'code=~"5..|4..",code!~"429|499"' in query:
             result = [{"metric": {}, "value": [0, "2"]}]
         else:
             result = [{"metric": {}, "value": [0, "42"]}]

@@ -87,6 +87,7 @@ async def check(
             canary=CANARY,
             stable_token="old",
             canary_token="new",
+            smoke_token="smoke-secret",
         )
 
 
@@ -105,7 +106,8 @@ async def test_builtin_set_is_sent_to_both_pods_marked_as_the_operators() -> Non
     assert len(seen) == 2 * len(expected)
     for request in seen:
         assert request.url.path == contract.infer_path("clip")
-        assert request.headers[contract.SMOKE_TEST_HEADER] == "1"
+        # the genuine per-model token: the runtimes count these as the operator's, not users'
+        assert request.headers[contract.SMOKE_TEST_HEADER] == "smoke-secret"
     tokens = {(r.url.host, r.headers["Authorization"]) for r in seen}
     assert tokens == {(STABLE.ip, "Bearer old"), (CANARY.ip, "Bearer new")}
 

@@ -32,7 +32,7 @@ THRESHOLDS = models.Analysis(max_error_rate=0.05, max_latency_p99_ms=500, min_re
 def test_parse_counts_only_user_inference() -> None:
     snap = analysis.parse_runtime_metrics(METRICS, pod="clip-v2-a")
     assert snap.requests == 110  # infer 100 + embeddings 10; smoke and health left out
-    assert snap.errors == 6  # 5xx only
+    assert snap.errors == 10  # 6 x 5xx + 4 x 400
     assert snap.buckets == {"0.05": 80, "0.1": 99, "+Inf": 100}
     assert snap.pods == ["clip-v2-a"]
 
@@ -41,7 +41,7 @@ def test_merge_sums_pods() -> None:
     a = analysis.parse_runtime_metrics(METRICS, pod="a")
     b = analysis.parse_runtime_metrics(METRICS, pod="b")
     merged = analysis.merge([b, a])
-    assert (merged.requests, merged.errors, merged.pods) == (220, 12, ["a", "b"])
+    assert (merged.requests, merged.errors, merged.pods) == (220, 20, ["a", "b"])
     assert merged.buckets["+Inf"] == 200
 
 
@@ -104,10 +104,75 @@ def test_inconclusive_below_min_requests() -> None:
     assert not v.reset
 
 
-def test_zero_min_requests_passes_without_traffic() -> None:
-    lax = THRESHOLDS.model_copy(update={"min_requests": 0})
+def test_min_requests_has_a_minimum_of_one() -> None:
+    with pytest.raises(ValueError, match="greater than or equal"):
+        models.Analysis.model_validate({"minRequests": 0})
+    # Even a threshold object built around validation never passes on zero requests.
+    lax = THRESHOLDS.model_construct(**{**THRESHOLDS.__dict__, "min_requests": 0})
     v = analysis.analyse(baseline=_snap(5), current=_snap(5), thresholds=lax)
+    assert v.result == models.CheckResult.INCONCLUSIVE
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("200", False),
+        ("400", True),
+        ("401", True),
+        ("403", True),
+        ("404", True),
+        ("413", True),
+        ("429", False),
+        ("499", False),
+        ("500", True),
+        ("503", True),
+        ("504", True),
+    ],
+)
+def test_error_codes(code: str, error: bool) -> None:
+    assert analysis.is_error_code(code) is error
+    text = f'mmop_requests_total{{model="m",endpoint="infer",code="{code}"}} 7.0\n'
+    assert analysis.parse_runtime_metrics(text, pod="p").errors == (7 if error else 0)
+
+
+def test_canary_answering_4xx_fails() -> None:
+    unauthorized = 'mmop_requests_total{model="m",endpoint="infer",code="401"} 50.0\n'
+    current = analysis.parse_runtime_metrics(unauthorized, pod="p")
+    v = analysis.analyse(
+        baseline=models.MetricsSnapshot(pods=["p"]), current=current, thresholds=THRESHOLDS
+    )
+    assert v.result == models.CheckResult.FAILED
+    assert v.error_rate == 1.0
+
+
+def test_canary_is_judged_against_stable_in_the_same_window() -> None:
+    # 8 % errors (bad client input, say): fine when stable answers 6 % of the same traffic
+    # with errors, a failure when stable answers everything.
+    base, cur = _snap(100), _snap(200, 8)
+    v = analysis.analyse(baseline=base, current=cur, thresholds=THRESHOLDS, stable_error_rate=0.06)
     assert v.result == models.CheckResult.PASSED
+    assert v.stable_error_rate == 0.06 and "stable 6.00%" in v.message
+    v = analysis.analyse(baseline=base, current=cur, thresholds=THRESHOLDS, stable_error_rate=0.0)
+    assert v.result == models.CheckResult.FAILED
+    # worse than stable by more than maxErrorRate (5 %): fails
+    v = analysis.analyse(
+        baseline=base, current=_snap(200, 12), thresholds=THRESHOLDS, stable_error_rate=0.06
+    )
+    assert v.result == models.CheckResult.FAILED
+    assert "stable 6.00% + maxErrorRate 5.00%" in v.message
+    # no reference: the absolute threshold, never looser
+    v = analysis.analyse(baseline=base, current=cur, thresholds=THRESHOLDS)
+    assert v.result == models.CheckResult.FAILED
+
+
+def test_stable_window() -> None:
+    w = analysis.stable_window(baseline=_snap(100, 1), current=_snap(300, 11), min_requests=10)
+    assert w == analysis.StableWindow(200, 0.05)
+    # too little stable traffic, a restarted stable pod, changed pods: no reference
+    for current in (_snap(105, 1), _snap(50), _snap(300, pods=("q",))):
+        w = analysis.stable_window(baseline=_snap(100, 1), current=current, min_requests=10)
+        assert w is not None and w.error_rate is None
+    assert analysis.stable_window(baseline=None, current=None, min_requests=10) is None
 
 
 @pytest.mark.parametrize(

@@ -177,14 +177,14 @@ class TestCanary:
 
     def test_too_little_traffic_holds_and_never_passes(self) -> None:
         status = verified_v2()
-        for at in (70, 130, 190, 600):
+        for at in (70, 130, 190, 300):  # within progressDeadlineSeconds (300 s) of the first
             d = decide(spec("v2"), status, at=at, versions={"v1": UP, "v2": UP}, metrics=snap(3))
             assert d.status.canary_weight == 10
             assert d.status.rollout is not None and d.status.rollout.last_check is not None
             assert d.status.rollout.last_check.result == models.CheckResult.INCONCLUSIVE
             status = d.status
         # traffic adds up across held intervals: enough now, so it passes
-        d = decide(spec("v2"), status, at=610, versions={"v1": UP, "v2": UP}, metrics=snap(12))
+        d = decide(spec("v2"), status, at=310, versions={"v1": UP, "v2": UP}, metrics=snap(12))
         assert d.status.canary_weight == 50
 
     def test_failing_checks_roll_back(self) -> None:
@@ -466,3 +466,169 @@ def test_scenario_covers_every_phase() -> None:
         models.Phase.ROLLING_BACK,
         models.Phase.FAILED,
     } <= phases
+
+
+# --- issue 12: comparative analysis, inconclusive deadline, retiring before weight ------------
+def decide_both(
+    s: models.MultimodalModelSpec,
+    status: models.MultimodalModelStatus,
+    *,
+    at: float,
+    canary: models.MetricsSnapshot | None,
+    stable: models.MetricsSnapshot | None,
+    smoke: SmokeResult | None = None,
+) -> Decision:
+    obs = Observations(
+        now=T0 + timedelta(seconds=at),
+        versions={"v1": UP, "v2": UP},
+        smoke=smoke,
+        canary_metrics=canary,
+        stable_metrics=stable,
+    )
+    return machine.next_rollout_decision(spec=s, status=status, generation=1, obs=obs)
+
+
+def verified_with_stable(stable: models.MetricsSnapshot) -> models.MultimodalModelStatus:
+    created = decide(spec("v2"), ready_v1(), versions={"v1": UP}).status
+    d = decide_both(spec("v2"), created, at=5, canary=snap(0), stable=stable, smoke=OK)
+    assert d.status.rollout is not None and d.status.rollout.stable_baseline == stable
+    return d.status
+
+
+class TestComparativeAnalysis:
+    def test_canary_worse_than_stable_in_the_same_window_fails(self) -> None:
+        status = verified_with_stable(snap(1000, 10, pods=("s1",)))
+        # stable: 1000 more requests, 20 errors (2 %); canary: 100 requests, 10 errors (10 %)
+        d = decide_both(
+            spec("v2"),
+            status,
+            at=70,
+            canary=snap(100, 10),
+            stable=snap(2000, 30, pods=("s1",)),
+        )
+        check = d.status.rollout.last_check  # type: ignore[union-attr]
+        assert check is not None and check.result == models.CheckResult.FAILED
+        assert (check.stable_error_rate, check.stable_requests) == (0.02, 1000)
+        assert "stable 2.00% + maxErrorRate 5.00%" in check.message
+
+    def test_canary_as_good_as_a_stable_with_client_errors_passes(self) -> None:
+        # Both answer 10 % bad client input with 400: that is the traffic, not the canary.
+        status = verified_with_stable(snap(1000, 100, pods=("s1",)))
+        d = decide_both(
+            spec("v2"),
+            status,
+            at=70,
+            canary=snap(100, 10),
+            stable=snap(2000, 200, pods=("s1",)),
+        )
+        assert d.status.canary_weight == 50
+        check = d.status.rollout.last_check  # type: ignore[union-attr]
+        assert check is not None and check.stable_error_rate == 0.1
+        # the next window's stable baseline moved with the canary's
+        assert d.status.rollout.stable_baseline == snap(2000, 200, pods=("s1",))  # type: ignore[union-attr]
+
+    def test_without_stable_data_the_reference_is_zero(self) -> None:
+        status = verified_with_stable(snap(1000, 100, pods=("s1",)))
+        d = decide_both(spec("v2"), status, at=70, canary=snap(100, 10), stable=None)
+        check = d.status.rollout.last_check  # type: ignore[union-attr]
+        assert check is not None and check.result == models.CheckResult.FAILED
+        assert check.stable_error_rate is None
+
+    def test_last_stable_reference_carries_over_when_stable_gets_no_traffic(self) -> None:
+        status = verified_with_stable(snap(1000, 100, pods=("s1",)))
+        status = decide_both(
+            spec("v2"), status, at=70, canary=snap(100, 10), stable=snap(2000, 200, pods=("s1",))
+        ).status
+        # the stable gets no traffic this window (say the canary is at 100 %)
+        d = decide_both(
+            spec("v2"), status, at=140, canary=snap(200, 20), stable=snap(2000, 200, pods=("s1",))
+        )
+        check = d.status.rollout.last_check  # type: ignore[union-attr]
+        assert check is not None and check.result == models.CheckResult.PASSED
+        assert (check.stable_error_rate, check.stable_requests) == (0.1, 0)
+
+
+class TestInconclusiveDeadline:
+    def test_inconclusive_after_verification_rolls_back_after_the_deadline(self) -> None:
+        status = verified_v2()  # verified at 5; progressDeadlineSeconds 300
+        for at in (70, 200, 369):
+            d = decide(spec("v2"), status, at=at, versions={"v1": UP, "v2": UP}, metrics=snap(1))
+            assert d.status.phase == models.Phase.PROGRESSING, at
+            status = d.status
+        assert status.rollout is not None
+        assert status.rollout.inconclusive_since == conditions.rfc3339(T0 + timedelta(seconds=70))
+        d = decide(spec("v2"), status, at=370, versions={"v1": UP, "v2": UP}, metrics=snap(1))
+        assert d.status.phase == models.Phase.ROLLING_BACK
+        assert d.status.canary_weight == 0
+        assert "AnalysisInconclusive" in reasons(d)
+        assert "progressDeadlineSeconds (300 s)" in d.status.message
+
+    def test_metrics_unavailable_count_as_inconclusive_too(self) -> None:
+        status = verified_v2()
+        status = decide(spec("v2"), status, at=70, versions={"v1": UP, "v2": UP}).status
+        d = decide(spec("v2"), status, at=371, versions={"v1": UP, "v2": UP})
+        assert d.status.phase == models.Phase.ROLLING_BACK
+
+    def test_a_conclusive_check_restarts_the_clock(self) -> None:
+        status = verified_v2()
+        status = decide(
+            spec("v2"), status, at=70, versions={"v1": UP, "v2": UP}, metrics=snap(1)
+        ).status
+        status = decide(
+            spec("v2"), status, at=200, versions={"v1": UP, "v2": UP}, metrics=snap(50)
+        ).status
+        assert status.canary_weight == 50 and status.rollout is not None
+        assert status.rollout.inconclusive_since is None
+        d = decide(spec("v2"), status, at=400, versions={"v1": UP, "v2": UP}, metrics=snap(51))
+        assert d.status.phase == models.Phase.PROGRESSING
+
+    def test_paused_time_does_not_count(self) -> None:
+        status = verified_v2()
+        status = decide(
+            spec("v2"), status, at=70, versions={"v1": UP, "v2": UP}, metrics=snap(1)
+        ).status
+        status = decide(
+            spec("v2", paused=True), status, at=1000, versions={"v1": UP, "v2": UP}, metrics=snap(1)
+        ).status
+        assert status.rollout is not None and status.rollout.inconclusive_since is None
+        d = decide(spec("v2"), status, at=1010, versions={"v1": UP, "v2": UP}, metrics=snap(1))
+        assert d.status.phase == models.Phase.PROGRESSING
+
+
+class TestRetiringBeforeWeight:
+    def test_retiring_version_goes_before_a_new_canary_gets_weight(self) -> None:
+        promoted = decide(
+            spec("v2"),
+            TestPromotion()._at_100(),
+            at=210,
+            versions={"v1": UP, "v2": UP},
+            metrics=snap(150),
+        ).status
+        created = decide(spec("v3"), promoted, at=215, versions={"v1": UP, "v2": UP}).status
+        up3 = {"v1": UP, "v2": UP, "v3": UP}
+        d = decide(spec("v3"), created, at=220, versions=up3, smoke=OK, metrics=snap(0))
+        assert d.status.canary_weight == 0  # not yet: v1 is still retiring
+        assert d.status.rollout is not None and d.status.rollout.verified_at is None
+        assert not [v for v in d.status.versions if v.role == models.VersionRole.RETIRING]
+        assert "VersionRetired" in reasons(d)
+        d = decide(spec("v3"), d.status, at=225, versions=up3, smoke=OK, metrics=snap(0))
+        assert d.status.canary_weight == 10
+
+
+class TestStopCanary:
+    def test_stop_canary_moves_weight_to_zero_and_rolls_back(self) -> None:
+        status = verified_v2()
+        d = machine.stop_canary(
+            spec=spec("v2"),
+            status=status,
+            generation=1,
+            obs=Observations(now=T0, versions={"v1": UP, "v2": UP}),
+            reason="NameConflict",
+            message="Service clip-v2 exists and belongs to MultimodalModel clip-v2",
+        )
+        assert d.status.canary_weight == 0
+        assert d.status.phase == models.Phase.ROLLING_BACK
+        assert "NameConflict" in reasons(d)
+        done = decide(spec("v2"), d.status, at=2, versions={"v1": UP, "v2": UP})
+        assert done.status.phase == models.Phase.FAILED
+        assert "NameConflict" in done.status.history[-1].reason
