@@ -23,7 +23,7 @@ from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile import observe, probes
 from mmop.operator.reconcile.children import ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
-from mmop.operator.rollout import machine
+from mmop.operator.rollout import commands, machine
 from mmop.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,11 @@ async def _observe(
                 else await probes.scrape(ctx.http, infos)
             )
     return machine.Observations(
-        now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics
+        now=now,
+        versions=versions,
+        smoke=smoke,
+        canary_metrics=canary_metrics,
+        command=commands.parse_request(mm.metadata.annotations),
     )
 
 
