@@ -42,9 +42,7 @@ async def test_kubectl_plugin_promote_without_canary_is_refused(
     client: kube.KubeClient, namespace: str, kubeconfig: Path, kubectl_bin: str
 ) -> None:
     await _create(client, namespace, "clip")
-    result = _run(
-        [kubectl_bin, "mmop", "rollout", "promote", "clip", "-n", namespace], kubeconfig
-    )
+    result = _run([kubectl_bin, "mmop", "rollout", "promote", "clip", "-n", namespace], kubeconfig)
     assert result.returncode == 1, result
     assert "promote refused: no canary to promote" in result.stderr
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
