@@ -3,10 +3,10 @@ server with the real operator: requests are acknowledged in status, refusals say
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ async def test_abort_without_rollout_is_refused_and_acknowledged_once(
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     acknowledged = body["status"]["lastCommand"]
     # Many more passes (resync 2 s) never handle the same request again.
-    time.sleep(5)
+    await asyncio.sleep(5)
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     assert body["status"]["lastCommand"] == acknowledged
 
@@ -108,38 +108,42 @@ async def test_get_prints_the_tree_and_watch_redraws(
     assert "# v1 (stable)" in once.stdout
     assert "⧉ clip-v1" in once.stdout  # the Deployment under its version
 
-    watcher = subprocess.Popen(
-        [str(BIN / "mmop"), "get", "clip", "-n", namespace, "--watch"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    watcher = await asyncio.create_subprocess_exec(
+        str(BIN / "mmop"),
+        "get",
+        "clip",
+        "-n",
+        namespace,
+        "--watch",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
         env=_env(kubeconfig),
     )
     lines: list[str] = []
 
-    def read_until(text: str) -> None:
+    async def read_until(text: str) -> None:
         assert watcher.stdout is not None
-        while True:  # each line arrives as the watcher draws (bounded by the test timeout)
-            line = watcher.stdout.readline()
-            assert line, f"the watcher ended early: {''.join(lines)}{watcher.stderr!r}"
+        while True:
+            line = (await asyncio.wait_for(watcher.stdout.readline(), timeout=60)).decode()
+            assert line, f"the watcher ended early: {''.join(lines)}"
             lines.append(line)
             if text in line:
                 return
 
     try:
-        read_until("Name:")
-        read_until("INFO")  # the first frame's tree header: the watch starts after it
+        await read_until("Name:")
+        await read_until("INFO")  # the first frame's tree header: the watch starts after it
         await client.patch(
             kube.MULTIMODAL_MODEL,
             name="clip",
             namespace=namespace,
             patch={"metadata": {"labels": {"redraw": "please"}}},
         )
-        read_until("Name:")  # redrawn on the change
+        await read_until("Name:")  # redrawn on the change
         await client.delete(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
-        read_until("multimodalmodel clip deleted")
-        assert watcher.wait(timeout=30) == 0
+        await read_until("multimodalmodel clip deleted")
+        assert await asyncio.wait_for(watcher.wait(), timeout=30) == 0
     finally:
-        if watcher.poll() is None:
+        if watcher.returncode is None:
             watcher.kill()
-        watcher.communicate()  # reaps it and closes its pipes
+            await watcher.wait()
