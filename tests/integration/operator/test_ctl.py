@@ -147,3 +147,33 @@ async def test_get_prints_the_tree_and_watch_redraws(
         if watcher.returncode is None:
             watcher.kill()
             await watcher.wait()
+
+
+async def test_kubectl_explain_describes_the_pod_settings(
+    client: kube.KubeClient, kubeconfig: Path, kubectl_bin: str
+) -> None:
+    explained = _run([kubectl_bin, "explain", "multimodalmodels.spec.pod"], kubeconfig)
+    assert explained.returncode == 0, explained.stderr
+    assert "serviceAccountName" in explained.stdout and "imagePullSecrets" in explained.stdout
+    assert "cloud identity" in explained.stdout
+    spread = _run(
+        [kubectl_bin, "explain", "multimodalmodels.spec.scheduling.topologySpreadConstraints"],
+        kubeconfig,
+    )
+    assert spread.returncode == 0 and "whenUnsatisfiable" in spread.stdout
+
+
+async def test_api_server_takes_a_date_version_and_refuses_reserved_pod_labels(
+    client: kube.KubeClient, namespace: str
+) -> None:
+    doc = example("clip.yaml", namespace=namespace)
+    doc["spec"]["version"] = "2026-01"
+    doc["spec"]["pod"] = {"labels": {"team": "search"}}
+    await client.create(kube.MULTIMODAL_MODEL, doc)
+    bad = example("clip.yaml", namespace=namespace)
+    bad["metadata"]["name"] = "clip-bad"
+    bad["spec"]["pod"] = {"labels": {"mmop.io/model": "other"}}
+    with pytest.raises(kube.ApiError) as info:
+        await client.create(kube.MULTIMODAL_MODEL, bad)
+    assert info.value.status == 422
+    assert "spec.pod.labels" in str(info.value)
