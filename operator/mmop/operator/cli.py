@@ -1,4 +1,5 @@
-"""``mmop``: the operator's command line (crd, render, run, dev)."""
+"""``mmop``: the operator's command line (crd, render, run, dev, rollout, get); also the kubectl
+plugin ``kubectl-mmop``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from mmop.operator import crd, models
+from mmop.operator import crd, ctl, models
 from mmop.operator.builders.children import build_children
 from mmop.operator.settings import BuildOptions
 
@@ -113,8 +114,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmop", description=__doc__)
+def build_parser(prog: str = "mmop") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_crd = sub.add_parser("crd", help="generate the CRD YAML from the models")
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mmop.devcluster.cli import add_arguments
 
     add_arguments(p_dev)
+    ctl.add_commands(sub)
     return parser
 
 
@@ -154,14 +156,19 @@ def _percent(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "mmop") -> None:
+    args = build_parser(prog).parse_args(argv)
     try:
         code = args.func(args)
-    except CliError as error:
+    except (CliError, ctl.CtlError) as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     sys.exit(code)
+
+
+def kubectl_plugin_main() -> None:
+    """``kubectl-mmop``: kubectl runs it for ``kubectl mmop ...`` with the rest of the line."""
+    main(prog="kubectl mmop")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ PLURAL = "multimodalmodels"
 SINGULAR = "multimodalmodel"
 SHORT_NAMES = ("mmm", "mmmodel", "mmmodels")
 
-# A DNS-1035 label: version names become parts of Deployment and Service names.
+# A DNS-1035 label: model names name the Service NAME, so they must start with a letter.
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# A version only ever follows "NAME-" (Deployment, Service, HPA, PDB NAME-VERSION, which start
+# with the model name's letter) or stands alone as the mmop.io/version label value and the
+# Istio subset name: a DNS-1123 label keeps all of them valid, digits first included (2026-01).
+VERSION_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SOURCE = (
@@ -46,6 +50,17 @@ SOURCE = (
     r"|s3://[a-z0-9][-a-z0-9.]*[a-z0-9](/[^\s]*)?"
     r"|gs://[a-z0-9][-a-z0-9._]*[a-z0-9](/[^\s]*)?)$"
 )
+SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label or annotation key: an optional DNS-subdomain prefix and a name of at most 63.
+QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+# Keys of the pod template that mmop sets itself (builders/meta.py, builders/deployment.py).
+RESERVED_PREFIX = "mmop.io/"
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by")
+RESERVED_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
 MAX_NAME_WITH_VERSION = 63  # NAME-VERSION names a Service: a DNS-1035 label
 
 
@@ -233,14 +248,149 @@ class Scheduling(_Model):
     """The pods' PriorityClass."""
     runtime_class_name: Annotated[str, Field(max_length=253)] = ""
     """The pods' RuntimeClass (for example nvidia)."""
+    topology_spread_constraints: Annotated[
+        list[TopologySpreadConstraint] | None, Field(max_length=8)
+    ] = None
+    """How the pods of a version spread over zones or nodes; a constraint without a
+    labelSelector counts the pods of the same version."""
+
+
+class SecretName(_Model):
+    """A Secret in the model's namespace (core/v1 LocalObjectReference)."""
+
+    name: Annotated[str, Field(pattern=SUBDOMAIN, max_length=253)]
+    """The Secret's name."""
+
+
+class TopologySpreadConstraint(_Model):
+    """How the version's pods spread over topology domains (core/v1 TopologySpreadConstraint)."""
+
+    max_skew: Annotated[int, Field(ge=1, le=1000)]
+    """The most the number of matching pods may differ between two domains."""
+    topology_key: Annotated[str, Field(min_length=1, max_length=316)]
+    """The node label that defines a domain (topology.kubernetes.io/zone,
+    kubernetes.io/hostname ...)."""
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    """DoNotSchedule keeps a pod Pending rather than break the skew; ScheduleAnyway only
+    prefers spreading."""
+    label_selector: Annotated[
+        dict[str, Any] | None,
+        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+    ] = None
+    """The pods counted (metav1.LabelSelector); when absent, the pods of the same version
+    (mmop.io/model and mmop.io/version)."""
+    match_label_keys: Annotated[list[str] | None, Field(max_length=16)] = None
+    """Pod label keys whose values are added to the selector (pod-template-hash ...)."""
+    min_domains: Annotated[int | None, Field(ge=1, le=1000)] = None
+    """The fewest eligible domains (DoNotSchedule only)."""
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = None
+    """Whether nodeSelector and affinity narrow the domains counted."""
+    node_taints_policy: Literal["Honor", "Ignore"] | None = None
+    """Whether node taints narrow the domains counted."""
+
+
+class PodSecurityOverrides(_Model):
+    """Identity of the runtime pods' processes, within a safe set: only user, group, fsGroup
+    and supplemental groups. runAsNonRoot, no privilege escalation, a read-only root file
+    system, no capabilities and the RuntimeDefault seccomp profile always stay."""
+
+    run_as_user: Annotated[int | None, Field(ge=1, le=2_147_483_647)] = None
+    """The UID of every container (default 1000); never 0: pods run as non-root."""
+    run_as_group: Annotated[int | None, Field(ge=0, le=2_147_483_647)] = None
+    """The primary GID of every container (default 1000)."""
+    fs_group: Annotated[int | None, Field(ge=0, le=2_147_483_647)] = None
+    """The group that owns mounted volumes (default 1000)."""
+    supplemental_groups: Annotated[
+        list[Annotated[int, Field(ge=0, le=2_147_483_647)]] | None, Field(max_length=32)
+    ] = None
+    """Extra GIDs for every container (shared file systems, device groups)."""
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = None
+    """When volume ownership is changed to fsGroup."""
+
+
+class PodSettings(_Model):
+    """Settings of the runtime pods that a real cluster commonly needs: a private registry,
+    a cloud identity, the cluster's own labels and annotations, the process identity."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.labels) || self.labels.all(k, !k.startsWith('mmop.io/')"
+                " && k != 'app.kubernetes.io/name' && k != 'app.kubernetes.io/managed-by')",
+                "labels must not set mmop's own keys (mmop.io/*, app.kubernetes.io/name, "
+                "app.kubernetes.io/managed-by)",
+                ".labels",
+            ),
+            (
+                "!has(self.annotations) || self.annotations.all(k, !k.startsWith('mmop.io/')"
+                " && k != 'prometheus.io/scrape' && k != 'prometheus.io/port'"
+                " && k != 'prometheus.io/path')",
+                "annotations must not set mmop's own keys (mmop.io/*, prometheus.io/scrape, "
+                "prometheus.io/port, prometheus.io/path)",
+                ".annotations",
+            ),
+        )
+    )
+
+    image_pull_secrets: Annotated[list[SecretName], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    """Secrets (kubernetes.io/dockerconfigjson) to pull the runtime and storage-initializer
+    images from a private registry, as in a pod spec: [{name: regcred}]."""
+    service_account_name: Annotated[str | None, Field(pattern=SUBDOMAIN, max_length=253)] = None
+    """The pods' ServiceAccount (default: the namespace's default). Annotate it for a cloud
+    identity (EKS IRSA eks.amazonaws.com/role-arn, GKE iam.gke.io/gcp-service-account) so an
+    s3:// or gs:// source downloads without keys. The API token stays unmounted."""
+    labels: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
+    """Extra labels on the pods (not on the Deployment); mmop's own keys are refused."""
+    annotations: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
+    """Extra annotations on the pods (sidecar injection, cost allocation ...); mmop's own keys
+    are refused."""
+    security_context: PodSecurityOverrides | None = None
+    """Overrides of the pods' user and groups (a safe subset of the pod securityContext)."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            _check_key(key, reserved=RESERVED_LABELS, what="label")
+            if not LABEL_VALUE.match(value):
+                raise ValueError(
+                    f"label {key!r}: value {value!r} is not a valid label value (at most 63 "
+                    "letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+                )
+        return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            _check_key(key, reserved=RESERVED_ANNOTATIONS, what="annotation")
+        if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
+            raise ValueError("annotations must be at most 256 KiB in total")
+        return annotations
+
+
+def _check_key(key: str, *, reserved: tuple[str, ...], what: str) -> None:
+    if not QUALIFIED_NAME.match(key) or len(key.partition("/")[0]) > 253:
+        raise ValueError(f"{what} key {key!r} is not a valid key ([prefix/]name)")
+    if key.startswith(RESERVED_PREFIX) or key in reserved:
+        raise ValueError(
+            f"{what} key {key!r} is mmop's own (mmop.io/* and {', '.join(reserved)} are "
+            "set by the operator)"
+        )
 
 
 class ServingSpec(_Model):
     """Everything that shapes a version's pods. A change of any of it is a new revision."""
 
-    version: Annotated[str, Field(pattern=DNS_LABEL, min_length=1, max_length=40)]
-    """The user's label for this build (a DNS label). Changing it, or anything else that
-    changes the pod template, starts a rollout."""
+    version: Annotated[
+        str, Field(min_length=1, max_length=40, json_schema_extra={"pattern": VERSION_LABEL})
+    ]
+    """The user's label for this build: lowercase letters, digits and '-', starting and ending
+    with a letter or digit (v2, 2026-01); it becomes part of Deployment and Service names and
+    the mmop.io/version label. Changing it, or anything else that changes the pod template,
+    starts a rollout."""
     model: ModelSource
     """The model and how to load it."""
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
@@ -249,6 +399,20 @@ class ServingSpec(_Model):
     """Compute per pod."""
     scheduling: Scheduling = Field(default_factory=Scheduling)
     """Pod placement."""
+    pod: PodSettings | None = None
+    """Pod settings: image pull secrets, ServiceAccount (cloud identity), extra labels and
+    annotations, user and groups. Like everything here, a change starts a rollout."""
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        if not re.fullmatch(VERSION_LABEL, version):
+            raise ValueError(
+                f"{version!r} is not a valid version: use lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (for example v2 or 2026-01); it "
+                "becomes part of object names (NAME-VERSION) and the mmop.io/version label"
+            )
+        return version
 
     def revision(self) -> str:
         """A short stable hash of the serving spec: equal specs give equal revisions."""
@@ -687,6 +851,27 @@ class HistoryEntry(_Model):
     """When."""
 
 
+class CommandResult(StrEnum):
+    ACCEPTED = "Accepted"
+    REFUSED = "Refused"
+
+
+class CommandStatus(_Model):
+    """The latest rollout command (`mmop rollout promote|abort|retry`) and what came of it."""
+
+    command: str
+    """promote, abort or retry (as requested)."""
+    id: str
+    """The request's id (the nonce in the mmop.io/rollout-command annotation); a request whose
+    id is here has been handled and is never applied again."""
+    result: CommandResult
+    """Accepted or Refused."""
+    message: str = ""
+    """What was done, or why nothing was."""
+    time: str
+    """When the operator handled it."""
+
+
 class MultimodalModelStatus(_Model):
     """The observed state; all rollout progress lives here so a restart resumes."""
 
@@ -729,6 +914,8 @@ class MultimodalModelStatus(_Model):
     stable_mirror: Mirror | None = None
     """The mirror settings the stable's pods were created with as a canary; kept after the
     promotion so that it restarts no pod."""
+    last_command: CommandStatus | None = None
+    """The latest rollout command and its result."""
 
 
 class ObjectMeta(BaseModel):

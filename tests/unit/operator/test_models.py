@@ -162,7 +162,61 @@ INVALID: list[tuple[str, Callable[[Doc], None], str, str | None]] = [
         "spec.autoscaling.metrics.0.targetUtilization",
         "spec.autoscaling.metrics",
     ),
+    ("version-with-dot", _set("spec.version", "2026.01"), "spec.version", "spec.version"),
+    ("version-leading-dash", _set("spec.version", "-2026"), "spec.version", "spec.version"),
+    (
+        "pod-label-mmop-key",
+        _set("spec.pod", {"labels": {"mmop.io/version": "x"}}),
+        "spec.pod.labels",
+        "spec.pod.labels",
+    ),
+    (
+        "pod-label-managed-by",
+        _set("spec.pod", {"labels": {"app.kubernetes.io/managed-by": "me"}}),
+        "spec.pod.labels",
+        "spec.pod.labels",
+    ),
+    (
+        "pod-annotation-scrape",
+        _set("spec.pod", {"annotations": {"prometheus.io/scrape": "false"}}),
+        "spec.pod.annotations",
+        "spec.pod.annotations",
+    ),
+    (
+        "pod-label-bad-value",
+        _set("spec.pod", {"labels": {"team": "a b"}}),
+        "spec.pod.labels",
+        None,
+    ),
+    (
+        "pod-run-as-root",
+        _set("spec.pod", {"securityContext": {"runAsUser": 0}}),
+        "spec.pod.securityContext.runAsUser",
+        "spec.pod.securityContext.runAsUser",
+    ),
+    (
+        "pod-privileged",
+        _set("spec.pod", {"securityContext": {"privileged": True}}),
+        "spec.pod.securityContext.privileged",
+        "spec.pod.securityContext",
+    ),
+    (
+        "spread-without-key",
+        _set("spec.scheduling.topologySpreadConstraints", [{"maxSkew": 1}]),
+        "spec.scheduling.topologySpreadConstraints.0.topologyKey",
+        "spec.scheduling.topologySpreadConstraints",
+    ),
 ]
+
+
+@pytest.mark.parametrize("version", ["2026-01", "2026", "1a", "v2", "0"])
+def test_versions_that_keep_every_name_valid_are_accepted(
+    clip_doc: Doc, crd_schema: dict[str, Any], crd_check: CrdCheck, version: str
+) -> None:
+    clip_doc["spec"]["version"] = version
+    models.parse_model(clip_doc)
+    _, problems = crd_check(crd_schema, clip_doc)
+    assert problems == []
 
 
 def test_corpus_is_large_enough() -> None:

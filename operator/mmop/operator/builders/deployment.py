@@ -127,16 +127,55 @@ def _probe(path: str, *, period: int, failures: int, timeout: int = 5) -> dict[s
     }
 
 
-def _container_security() -> dict[str, Any]:
+def _identity(serving: models.ServingSpec) -> tuple[int, int]:
+    """(runAsUser, runAsGroup): 1000/1000 unless spec.pod.securityContext says otherwise."""
+    sc = serving.pod.security_context if serving.pod else None
+    user = sc.run_as_user if sc and sc.run_as_user is not None else RUN_AS_USER
+    group = sc.run_as_group if sc and sc.run_as_group is not None else RUN_AS_USER
+    return user, group
+
+
+def _container_security(serving: models.ServingSpec) -> dict[str, Any]:
+    user, group = _identity(serving)
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
+        "runAsUser": user,
+        "runAsGroup": group,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _pod_security(serving: models.ServingSpec) -> dict[str, Any]:
+    """The pod securityContext: only the safe overrides of spec.pod.securityContext apply."""
+    user, group = _identity(serving)
+    sc = serving.pod.security_context if serving.pod else None
+    out: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": group,
+        "fsGroup": sc.fs_group if sc and sc.fs_group is not None else RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if sc and sc.supplemental_groups:
+        out["supplementalGroups"] = list(sc.supplemental_groups)
+    if sc and sc.fs_group_change_policy:
+        out["fsGroupChangePolicy"] = sc.fs_group_change_policy
+    return out
+
+
+def _topology_spread(
+    serving: models.ServingSpec, *, model: str, version: str
+) -> list[dict[str, Any]]:
+    """spec.scheduling.topologySpreadConstraints; no labelSelector -> this version's pods."""
+    out = []
+    for constraint in serving.scheduling.topology_spread_constraints or []:
+        wire = constraint.wire()
+        wire.setdefault("labelSelector", {"matchLabels": meta.pod_selector(model, version)})
+        out.append(wire)
+    return out
 
 
 def _volumes(serving: models.ServingSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -205,7 +244,7 @@ def _init_containers(
                 {"name": "model-cache", "mountPath": contract.CACHE_MOUNT_PATH},
                 {"name": "tmp", "mountPath": "/tmp"},
             ],
-            "securityContext": _container_security(),
+            "securityContext": _container_security(serving),
         }
     ]
 
@@ -251,19 +290,13 @@ def build_deployment(
         "readinessProbe": _probe(contract.READY_PATH, period=5, failures=3),
         "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "securityContext": _container_security(),
+        "securityContext": _container_security(serving),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _pod_security(serving),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         # preStop sleep + in-flight requests that may wait the whole queue timeout.
@@ -280,6 +313,15 @@ def build_deployment(
         pod_spec["priorityClassName"] = serving.scheduling.priority_class_name
     if serving.scheduling.runtime_class_name:
         pod_spec["runtimeClassName"] = serving.scheduling.runtime_class_name
+    spread = _topology_spread(serving, model=mm.metadata.name, version=plan.name)
+    if spread:
+        pod_spec["topologySpreadConstraints"] = spread
+    pod = serving.pod or models.PodSettings()
+    if pod.service_account_name:
+        # The token stays unmounted: IRSA and Workload Identity bring their own credentials.
+        pod_spec["serviceAccountName"] = pod.service_account_name
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [s.wire() for s in pod.image_pull_secrets]
     if not pod_spec["nodeSelector"]:
         del pod_spec["nodeSelector"]
     if not pod_spec["tolerations"]:
@@ -295,8 +337,10 @@ def build_deployment(
         },
         "template": {
             "metadata": {
-                "labels": meta.version_labels(mm.metadata.name, plan.name),
+                # The user's labels and annotations never carry mmop's keys (validated).
+                "labels": {**pod.labels, **meta.version_labels(mm.metadata.name, plan.name)},
                 "annotations": {
+                    **pod.annotations,
                     **revision_annotation,
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(contract.HTTP_PORT),

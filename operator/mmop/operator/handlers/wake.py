@@ -8,17 +8,22 @@ import kopf
 
 from mmop.operator.builders import meta
 from mmop.operator.handlers.state import MEMO_KEY, OperatorState
+from mmop.operator.rollout import commands
 
 
 def handle_model_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A spec change (generation moved past what status has seen) or a deletion wakes the
-    model's loop; our own status writes do not."""
+    """A spec change (generation moved past what status has seen), a rollout command not yet
+    acknowledged or a deletion wakes the model's loop; our own status writes do not."""
     state: OperatorState | None = memo.get(MEMO_KEY)
     if state is None:
         return
     md = body.get("metadata", {})
     observed = (body.get("status") or {}).get("observedGeneration")
-    if observed != md.get("generation") or md.get("deletionTimestamp"):
+    if (
+        observed != md.get("generation")
+        or md.get("deletionTimestamp")
+        or commands.is_pending(md, body.get("status"))
+    ):
         state.wake(md.get("namespace", ""), md.get("name", ""))
 
 

@@ -25,7 +25,7 @@ from mmop.operator.reconcile import observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
 from mmop.operator.reconcile.children import ChildrenReport, ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
-from mmop.operator.rollout import machine, recovery
+from mmop.operator.rollout import commands, machine, recovery
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
 
@@ -258,6 +258,7 @@ async def _observe(
         canary_metrics=canary_metrics,
         stable_metrics=stable_metrics,
         golden=golden,
+        command=commands.parse_request(mm.metadata.annotations),
     )
 
 

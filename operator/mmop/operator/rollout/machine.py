@@ -15,7 +15,7 @@ from typing import Literal
 
 from mmop.operator import conditions, models
 from mmop.operator.builders.plan import canary_mirror, version_name
-from mmop.operator.rollout import analysis, quality
+from mmop.operator.rollout import analysis, commands, quality
 
 HISTORY_LIMIT = 10
 QUALITY_CHECK_FAILED = "QualityCheckFailed"
@@ -53,6 +53,8 @@ class Observations:
     """The golden-set comparison, gathered when :func:`wants_golden_check` says so."""
     stable_metrics: models.MetricsSnapshot | None = None
     """The stable version's counters, read at the same moment as the canary's."""
+    command: commands.CommandRequest | None = None
+    """A rollout command from the mmop.io/rollout-command annotation, handled or not."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,9 @@ def next_rollout_decision(
     s = step.s
 
     _retire_due_versions(step)
-    if s.stable_revision is None or s.phase in (models.Phase.PENDING, models.Phase.DEPLOYING):
+    if _apply_command(step, spec, desired, desired_rev):
+        pass
+    elif s.stable_revision is None or s.phase in (models.Phase.PENDING, models.Phase.DEPLOYING):
         _first_deploy(step, desired, desired_rev)
     elif s.phase == models.Phase.ROLLING_BACK and s.canary_version is not None:
         _finish_rollback(step)
@@ -171,6 +175,7 @@ def next_rollout_decision(
         _advance_canary(step, spec)
 
     _summarise(step, spec=spec, generation=generation)
+    _pause_events(step, previous=status)
     requeue = min(step.requeue) if step.requeue else None
     return Decision(
         status=step.s, action=step.action, events=tuple(step.events), requeue_after=requeue
@@ -287,6 +292,8 @@ def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
     s.phase = models.Phase.PROGRESSING
     if rollout.verified_at is None:
         _verify_canary(step, spec)
+    elif _resume_first_step(step, spec):
+        pass
     elif spec.rollout.strategy == models.Strategy.MANUAL:
         _manual_weight(step, spec)
     else:
@@ -661,6 +668,142 @@ def _finish_rollback(step: _Step) -> None:
     step.clear_canary()
     s.phase = models.Phase.FAILED
     step.action = "rolled-back"
+
+
+# --- rollout commands (mmop rollout promote|abort|retry) -------------------------------------
+def _apply_command(
+    step: _Step, spec: models.MultimodalModelSpec, desired: models.ServingSpec, desired_rev: str
+) -> bool:
+    """Handle a request not acknowledged yet: act on it or refuse it, and acknowledge it in
+    status.lastCommand either way. True when it made this pass's transition."""
+    request, s = step.obs.command, step.s
+    if request is None or (s.last_command is not None and s.last_command.id == request.nonce):
+        return False
+    try:
+        command = commands.Command(request.command)
+    except ValueError:
+        _refuse(step, request, f"unknown command {request.command!r}: use promote, abort or retry")
+        return False
+    refusal = {
+        commands.Command.PROMOTE: _promote_refusal,
+        commands.Command.ABORT: _abort_refusal,
+        commands.Command.RETRY: _retry_refusal,
+    }[command](step, desired_rev)
+    if refusal is not None:
+        _refuse(step, request, refusal)
+        return False
+    if command == commands.Command.PROMOTE:
+        version = s.canary_version
+        _promote(step, spec, "promoted by a rollout command; remaining steps skipped")
+        message = f"version {version} promoted to stable"
+    elif command == commands.Command.ABORT:
+        version = s.canary_version
+        _start_rollback(step, "Aborted", "aborted by a rollout command")
+        message = f"canary {version} is being rolled back"
+    else:
+        step.event("RolloutRetried", f"retrying revision {desired_rev} after its rollback")
+        _start_canary(step, desired, desired_rev)
+        message = f"revision {desired_rev} rolls out again as canary {s.canary_version}"
+    _acknowledge(step, request, models.CommandResult.ACCEPTED, message)
+    return True
+
+
+def _promote_refusal(step: _Step, desired_rev: str) -> str | None:
+    """Why a promote must not happen now: it skips steps, never the verification before weight."""
+    s = step.s
+    if s.canary_version is None or s.rollout is None:
+        return "no canary to promote" + (
+            f" (revision {s.failed_revision} was rolled back: retry it first)"
+            if s.failed_revision
+            else ""
+        )
+    if s.phase == models.Phase.ROLLING_BACK:
+        return f"canary {s.canary_version} is being rolled back"
+    if s.canary_revision != desired_rev:
+        return f"canary {s.canary_version} is not the spec's revision {desired_rev}"
+    if s.rollout.verified_at is None:
+        return (
+            f"canary {s.canary_version} is not verified yet: it must be available and pass its "
+            "test inference (and, with spec.rollout.quality, the golden-set comparison) before "
+            "it gets any weight"
+        )
+    if step.obs_of(s.canary_version).ready == 0:
+        return f"canary {s.canary_version} has no ready pods"
+    return None
+
+
+def _abort_refusal(step: _Step, desired_rev: str) -> str | None:
+    s = step.s
+    if s.canary_version is None:
+        return "no rollout in progress"
+    if s.phase == models.Phase.ROLLING_BACK:
+        return f"canary {s.canary_version} is already being rolled back"
+    return None
+
+
+def _retry_refusal(step: _Step, desired_rev: str) -> str | None:
+    s = step.s
+    if s.canary_version is not None:
+        return f"a rollout is in progress (canary {s.canary_version})"
+    if s.failed_revision is None:
+        return "nothing to retry: no revision was rolled back"
+    if s.failed_revision != desired_rev:
+        return (
+            f"the spec (revision {desired_rev}) is no longer the rolled-back revision "
+            f"{s.failed_revision}"
+        )
+    return None
+
+
+def _refuse(step: _Step, request: commands.CommandRequest, why: str) -> None:
+    step.event("CommandRefused", f"{request.command} refused: {why}", warning=True)
+    _acknowledge(step, request, models.CommandResult.REFUSED, why)
+
+
+def _acknowledge(
+    step: _Step, request: commands.CommandRequest, result: models.CommandResult, message: str
+) -> None:
+    step.s.last_command = models.CommandStatus(
+        command=request.command,
+        id=request.nonce,
+        result=result,
+        message=message,
+        time=conditions.rfc3339(step.now),
+    )
+    if step.action == "none":
+        step.action = f"command-{result.value.lower()}"
+
+
+def _resume_first_step(step: _Step, spec: models.MultimodalModelSpec) -> bool:
+    """A canary verified while paused has weight 0; on resume it gets the first step at once
+    (analysing a canary without traffic would hold forever)."""
+    s, rollout = step.s, step.s.rollout
+    if (
+        spec.rollout.paused
+        or spec.rollout.strategy != models.Strategy.CANARY
+        or rollout is None
+        or s.canary_weight != 0
+        or rollout.step != 0
+    ):
+        return False
+    _set_weight(step, spec.rollout.steps[0], step_index=0)
+    rollout.last_step_at = conditions.rfc3339(step.now)
+    step.action = "resume"
+    step.due_in(spec.rollout.step_interval_seconds())
+    return True
+
+
+def _pause_events(step: _Step, *, previous: models.MultimodalModelStatus) -> None:
+    """Events for pause and resume (spec.rollout.paused), seen as the Progressing condition
+    entering or leaving CanaryPaused."""
+    before = conditions.get(previous.conditions, conditions.PROGRESSING)
+    after = conditions.get(step.s.conditions, conditions.PROGRESSING)
+    was = before is not None and before.reason == "CanaryPaused"
+    now = after is not None and after.reason == "CanaryPaused"
+    if now and not was:
+        step.event("RolloutPaused", f"canary {step.s.canary_version} paused")
+    elif was and not now and step.s.canary_version is not None:
+        step.event("RolloutResumed", f"canary {step.s.canary_version} resumed")
 
 
 # --- summary ---------------------------------------------------------------------------------
