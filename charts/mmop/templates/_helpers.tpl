@@ -99,6 +99,12 @@ Role in watchNamespace.
 - apiGroups: ["mmop.io"]
   resources: ["multimodalmodels/status"]
   verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: true; with the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) that needs update on the
+# owner's finalizers subresource, or every child is refused.
+- apiGroups: ["mmop.io"]
+  resources: ["multimodalmodels/finalizers"]
+  verbs: ["update"]
 # Children the operator owns. Deployments and Services are also watched (kopf event handlers
 # wake a model's reconcile loop); the other kinds are listed per model by label.
 - apiGroups: ["apps"]
@@ -123,13 +129,17 @@ Role in watchNamespace.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Only get (by name, never list or watch): the runtime's bearer token named in
-# spec.runtime.authSecretRef, for the smoke test of a canary.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 # Events on MultimodalModels (kubectl describe).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end -}}
+
+{{- define "mmop.rbac.secretRules" -}}
+# Only get (by name, never list or watch): the runtime's bearer token named in
+# spec.runtime.authSecretRef, for the canary's test inference. Only where granted:
+# watchNamespace, rbac.secretNamespaces, or everywhere with rbac.clusterWideSecrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end -}}

@@ -507,7 +507,33 @@ class Handler:
                 return json_response(listing)
             outcome = self.api.delete(target, delete, options)
         self._record(request, target, code=outcome.code, name=name)
+        if method != "DELETE" and outcome.code < 300:
+            self._record_owner_permissions(request, target, outcome.obj)
         return json_response(outcome.obj, status=outcome.code, warnings=outcome.warnings)
+
+    def _record_owner_permissions(
+        self, request: web.Request, target: Target, obj: JsonDict
+    ) -> None:
+        """A real API server with OwnerReferencesPermissionEnforcement (OpenShift) lets a client
+        set ``blockOwnerDeletion`` only with ``update`` on the owner's ``finalizers``; it does
+        not enforce it here, but records the permission in the read log so that RBAC checks
+        see every verb a client needs."""
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            if not isinstance(ref, dict) or ref.get("blockOwnerDeletion") is not True:
+                continue
+            owner = self.api.registry.by_kind(str(ref.get("apiVersion")), str(ref.get("kind")))
+            if owner is None:
+                continue
+            self.reads.add(
+                ReadRecord(
+                    verb="update",
+                    group=owner[0].group,
+                    resource=owner[0].plural,
+                    subresource="finalizers",
+                    namespaced=owner[0].namespaced and target.namespace is not None,
+                    user_agent=request.headers.get("User-Agent", ""),
+                )
+            )
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
         options = DeleteOptions.from_body(body)

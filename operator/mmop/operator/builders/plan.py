@@ -29,6 +29,9 @@ class VersionPlan:
     """Deployment replicas; None when an HPA owns them."""
     min_replicas: int
     max_replicas: int
+    commit: str | None = None
+    """The hub commit its hf:// revision was pinned to when first deployed (status.hubCommits);
+    None: the revision as written in the spec."""
 
 
 def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
@@ -78,6 +81,7 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
             replicas=stable_replicas,
             min_replicas=stable_min,
             max_replicas=stable_max,
+            commit=status.hub_commits.get(stable_rev),
         )
     )
     if canary:
@@ -90,16 +94,18 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
         else:
             canary_replicas = _scaled(max(spec.replicas, 1), weight)
             canary_min = canary_max = canary_replicas
+        canary_rev = status.canary_revision or spec.revision()
         plans.append(
             VersionPlan(
                 name=status.canary_version,
-                revision=status.canary_revision or spec.revision(),
+                revision=canary_rev,
                 serving=spec.serving(),
                 role="canary",
                 weight=weight,
                 replicas=canary_replicas,
                 min_replicas=canary_min,
                 max_replicas=canary_max,
+                commit=status.hub_commits.get(canary_rev),
             )
         )
     return plans

@@ -20,15 +20,18 @@ from pydantic import ValidationError
 from mmop.operator import conditions, kube, metrics, models
 from mmop.operator.builders import meta
 from mmop.operator.builders.children import build_children
-from mmop.operator.reconcile import observe, probes
+from mmop.operator.reconcile import bounded, hub, observe, probes
 from mmop.operator.reconcile.children import ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
 from mmop.operator.rollout import machine
 from mmop.operator.settings import OperatorSettings
+from mmop.runtime import contract
 
 log = logging.getLogger(__name__)
 
 ROUTES_READY = "RoutesReady"
+REVISION_PINNED = "RevisionPinned"
+HUB_RETRY_SECONDS = 30.0
 
 
 def _utcnow() -> datetime:
@@ -44,6 +47,18 @@ class Context:
     settings: OperatorSettings
     metrics: metrics.OperatorMetrics
     clock: Callable[[], datetime] = field(default=_utcnow)
+    gates: bounded.Gates = field(default_factory=bounded.Gates)
+    """Per-model connection limits for calls to runtime pods."""
+    resolve_commit: hub.Resolver | None = None
+    """Pins hf:// revisions to commits (None: pods get the revision as written)."""
+
+    def probe_limits(self, namespace: str, name: str) -> bounded.Limits:
+        """Bytes, time and connections one call to this model's pods may take."""
+        return bounded.Limits(
+            max_bytes=self.settings.probe_max_bytes,
+            timeout=self.settings.http_timeout_seconds,
+            gate=self.gates.for_model(namespace, name),
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ async def reconcile_model(ctx: Context, *, namespace: str, name: str) -> Outcome
 async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     body = await ctx.client.get_or_none(kube.MULTIMODAL_MODEL, name=name, namespace=namespace)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        ctx.gates.forget(namespace, name)
         return Outcome("gone", None)
     now = ctx.clock()
     raw_status: dict[str, Any] = body.get("status") or {}
@@ -81,7 +97,24 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         return await _report_invalid(
             ctx, body=body, status=status, raw_status=raw_status, message=str(error), now=now
         )
+    faults = [e.name for e in mm.spec.runtime.env if e.name.startswith(contract.FAULT_ENV_PREFIX)]
+    if faults and not ctx.settings.allow_fault_env:
+        return await _report_invalid(
+            ctx,
+            body=body,
+            status=status,
+            raw_status=raw_status,
+            message=f"spec.runtime.env: {', '.join(faults)}: fault injection is not enabled in "
+            "this operator (MMOP_OPERATOR_ALLOW_FAULT_ENV)",
+            now=now,
+        )
     mm.status = status
+    pin_events: list[machine.Event] = []
+    held = await _pin_hub_revision(
+        ctx, mm=mm, body=body, raw_status=raw_status, now=now, events=pin_events
+    )
+    if held is not None:
+        return held
 
     actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
     pods = await ctx.client.list_items(
@@ -100,6 +133,13 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     new_status = decision.status
     new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
     new_status.selector = meta.selector_string(meta.pod_selector(name))
+    live = {
+        new_status.stable_revision,
+        new_status.canary_revision,
+        mm.spec.revision(),
+        *(v.revision for v in new_status.versions),
+    }
+    new_status.hub_commits = {r: c for r, c in new_status.hub_commits.items() if r in live}
 
     mm.status = new_status
     desired = build_children(mm, options=ctx.settings.build_options())
@@ -113,7 +153,7 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         unserved=unserved,
         keep_versions=retiring,
     )
-    events = list(decision.events)
+    events = [*pin_events, *decision.events]
     _routes_condition(new_status, unserved=report.unserved, mm=mm, now=now, events=events)
 
     writes = report.writes
@@ -191,36 +231,133 @@ async def _observe(
             if p.ready and p.ip and p.revision == status.canary_revision
         ]
         canary = versions.get(status.canary_version)
+        limits = ctx.probe_limits(mm.metadata.namespace, name)
         if machine.wants_smoke_test(status) and canary is not None and canary.available and infos:
-            token = await _auth_token(ctx, mm)
-            smoke = await probes.smoke_test(
-                ctx.http, pod=infos[0], model=name, task=mm.spec.model.task, token=token
-            )
+            try:
+                token = await _auth_token(ctx, mm)
+            except _SecretUnreadable as error:
+                smoke = machine.SmokeResult(False, str(error))
+            else:
+                smoke = await probes.smoke_test(
+                    ctx.http,
+                    pod=infos[0],
+                    model=name,
+                    task=mm.spec.model.task,
+                    token=token,
+                    limits=limits,
+                )
         if machine.wants_canary_metrics(status):
             prometheus = ctx.settings.prometheus_url
             canary_metrics = (
                 await probes.prometheus_snapshot(
-                    ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=infos
+                    ctx.http,
+                    url=prometheus,
+                    namespace=mm.metadata.namespace,
+                    pods=infos,
+                    limits=limits,
                 )
                 if prometheus
-                else await probes.scrape(ctx.http, infos)
+                else await probes.scrape(ctx.http, infos, limits=limits)
             )
     return machine.Observations(
         now=now, versions=versions, smoke=smoke, canary_metrics=canary_metrics
     )
 
 
+class _SecretUnreadable(Exception):
+    """The operator may not read the model's auth Secret (RBAC): the check fails, saying why."""
+
+
 async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
     ref = mm.spec.runtime.auth_secret_ref
     if ref is None:
         return None
-    secret = await ctx.client.get_or_none(
-        kube.SECRET, name=ref.name, namespace=mm.metadata.namespace
-    )
+    namespace = mm.metadata.namespace
+    try:
+        secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name, namespace=namespace)
+    except kube.ApiError as error:
+        if error.status not in (401, 403):
+            raise
+        raise _SecretUnreadable(
+            f"cannot read Secret {namespace}/{ref.name} for the test inference "
+            f"(HTTP {error.status}): the operator needs get on Secrets in {namespace} "
+            "(chart value rbac.secretNamespaces)"
+        ) from None
     data = (secret or {}).get("data") or {}
     if ref.key not in data:
         return None
     return base64.b64decode(data[ref.key]).decode().strip()
+
+
+async def _pin_hub_revision(
+    ctx: Context,
+    *,
+    mm: models.MultimodalModel,
+    body: dict[str, Any],
+    raw_status: dict[str, Any],
+    now: datetime,
+    events: list[machine.Event],
+) -> Outcome | None:
+    """Resolve the spec's hf:// revision to a commit before its pods first exist; None to go
+    on, or the Outcome of holding everything (the hub cannot say which weights to deploy)."""
+    status, spec = mm.status, mm.spec
+    revision = spec.revision()
+    repo = hub.hub_repo(spec.model)
+    if repo is None or ctx.resolve_commit is None or revision in status.hub_commits:
+        return None
+    running = {
+        status.stable_revision,
+        status.canary_revision,
+        *(v.revision for v in status.versions),
+    }
+    if revision in running:
+        return None  # deployed before pinning existed: changing its pods now would be a rollout
+    source = f"hf://{repo}@{spec.model.revision}"
+    try:
+        commit = await ctx.resolve_commit(repo, spec.model.revision)
+    except hub.HubError as error:
+        message = f"waiting to pin {source} to a commit: {str(error)[:300]}"
+        previous = conditions.get(status.conditions, REVISION_PINNED)
+        status.conditions = conditions.set_condition(
+            status.conditions,
+            type_=REVISION_PINNED,
+            status="False",
+            reason="HubRevisionUnresolved",
+            message=message,
+            now=now,
+            generation=mm.metadata.generation,
+        )
+        status.message = f"{message}; nothing changes until it is resolved"
+        patch = merge_patch(raw_status, status.wire())
+        if patch is not None:
+            await ctx.client.patch_status(
+                kube.MULTIMODAL_MODEL,
+                name=mm.metadata.name,
+                namespace=mm.metadata.namespace,
+                status=patch,
+            )
+        if previous is None or previous.message != message:
+            await post_event(
+                ctx.client,
+                body=body,
+                now=now,
+                event=machine.Event("Warning", "HubRevisionUnresolved", message),
+            )
+        log.warning("%s/%s: %s", mm.metadata.namespace, mm.metadata.name, message)
+        return Outcome("hold", HUB_RETRY_SECONDS)
+    status.hub_commits = {**status.hub_commits, revision: commit}
+    message = f"{source} pinned to commit {commit}"
+    status.conditions = conditions.set_condition(
+        status.conditions,
+        type_=REVISION_PINNED,
+        status="True",
+        reason="Pinned",
+        message=message,
+        now=now,
+        generation=mm.metadata.generation,
+    )
+    events.append(machine.Event("Normal", "RevisionPinned", message))
+    return None
 
 
 def _routes_condition(
