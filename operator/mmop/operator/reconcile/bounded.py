@@ -105,7 +105,7 @@ async def _read(
             raise ProbeError(f"{url}: answer of {declared} bytes exceeds {max_bytes}")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # identity only (checked above): raw bytes
             size += len(chunk)
             if size > max_bytes:
                 raise ProbeError(f"{url}: answer exceeds {max_bytes} bytes")
