@@ -269,6 +269,8 @@ class DevCluster:
             if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
         }
         child_env["MMOP_OPERATOR_HEALTH_PORT"] = str(self.operator_health_port)
+        # A development cluster: MMOP_FAULT_* in a model's env is how one tries a rollback.
+        child_env.setdefault("MMOP_OPERATOR_ALLOW_FAULT_ENV", "true")
         child_env.update(env or {})
         command = [sys.executable, "-m", "mmop.operator", "--kubeconfig", str(self.kubeconfig)]
 
