@@ -48,8 +48,10 @@ FAST = {"stepInterval": "2s", "scaleDownDelaySeconds": 1}
 class Api:
     """Direct reads of the dev cluster's API server, and its debug endpoints."""
 
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
+    def __init__(self, url: str, *, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def get(self, path: str) -> dict[str, Any] | None:
         response = self.http.get(path)
@@ -105,7 +107,7 @@ class Api:
 
 @pytest.fixture(scope="session")
 def api(cluster: DevCluster) -> Iterator[Api]:
-    handle = Api(cluster.api_url)
+    handle = Api(cluster.api_url, token=cluster.api_token)
     yield handle
     handle.http.close()
 

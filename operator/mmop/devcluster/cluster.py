@@ -162,9 +162,12 @@ class DevCluster:
     async def _astart(self) -> None:
         self._server = ApiServer(self._host, self._api_port)
         await self._server.start()
-        write_kubeconfig(self.kubeconfig, self._server.url, self.namespace)
+        write_kubeconfig(
+            self.kubeconfig, self._server.url, self.namespace, token=self._server.token
+        )
         self._client = kube.KubeClient(
-            kube.Connection(server=self._server.url), field_manager=manifests.FIELD_MANAGER
+            kube.Connection(server=self._server.url, token=self._server.token),
+            field_manager=manifests.FIELD_MANAGER,
         )
         await manifests.apply(self._client, platform_crds())
         kinds = tuple(dict.fromkeys((*KUBELET_KINDS, *ROUTER_KINDS)))
@@ -198,6 +201,17 @@ class DevCluster:
     def api_url(self) -> str:
         assert self._server is not None, "not started"
         return self._server.url
+
+    @property
+    def api_token(self) -> str:
+        """The bearer token the API server requires (also in ``kubeconfig``)."""
+        assert self._server is not None, "not started"
+        return self._server.token
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """``Authorization`` for HTTP clients of the API server."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
     @property
     def router_url(self) -> str:

@@ -84,7 +84,9 @@ def hub() -> Iterator[FakeHub]:
 
 @pytest.fixture(scope="session")
 def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", apiserver.url)
+    return write_kubeconfig(
+        tmp_path_factory.mktemp("kube") / "config", apiserver.url, token=apiserver.token
+    )
 
 
 @pytest.fixture(scope="session")
