@@ -21,6 +21,24 @@ from mmop.runtime import contract
 _ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _REFERENCE: Final = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _SUBSCRIPT: Final = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+# A pod's env runs here as a process of the dev session's user, not in a container: names that
+# make the dynamic loader, Python or a shell load other code, or that pick which programs and
+# files the process uses, come from the session only (PATH, PYTHONPATH, HOME: how the runtime
+# finds mmop-runtime), never from a pod spec.
+_SESSION_ONLY: Final = frozenset(
+    {"PATH", "HOME", "BASH_ENV", "ENV", "SHELLOPTS", "GCONV_PATH", "NODE_OPTIONS", "PERL5OPT"}
+)
+_SESSION_ONLY_PREFIXES: Final = ("LD_", "PYTHON", "DYLD_")
+_POD_MAY_SET_PYTHON: Final = frozenset(
+    {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "PYTHONHASHSEED"}
+)
+
+
+def pod_may_set(name: str) -> bool:
+    """Whether a pod spec may set ``name`` in a local process (see ``_SESSION_ONLY``)."""
+    if name in _POD_MAY_SET_PYTHON:
+        return True
+    return name not in _SESSION_ONLY and not name.startswith(_SESSION_ONLY_PREFIXES)
 
 
 class EnvError(Exception):
@@ -212,17 +230,21 @@ def process_env(
     """The environment of the local process that runs ``container``.
 
     ``base`` (the kubelet's own environment, less its ``MMOP_*`` and ``KUBE*`` settings) comes
-    first so that PATH, HOME and HF_HUB_OFFLINE reach the runtime; the container's env wins.
+    first so that PATH, HOME and HF_HUB_OFFLINE reach the runtime; the container's env wins,
+    except for names only the session may set (``pod_may_set``): those are an EnvError.
     ``TMPDIR`` follows a ``/tmp`` mount; ``MMOP_HOST`` is the pod IP.
     """
     env = {
         key: value for key, value in (base or {}).items() if not key.startswith(("MMOP_", "KUBE"))
     }
-    env.update(
-        remap_paths(
-            kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable), mounts
+    own = kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable)
+    refused = sorted(name for name in own if not pod_may_set(name))
+    if refused:
+        raise EnvError(
+            f"env {', '.join(refused)[:200]}: set by the local kubelet from the dev session "
+            "only (it would run other code as its user)"
         )
-    )
+    env.update(remap_paths(own, mounts))
     if "/tmp" in mounts:
         env["TMPDIR"] = mounts["/tmp"]
     env[contract.ENV_HOST] = pod_ip
