@@ -67,9 +67,11 @@ class BarePlane:
     async def _astart(self) -> None:
         self._server = ApiServer("127.0.0.1", 0)
         await self._server.start()
-        write_kubeconfig(self.kubeconfig, self._server.url, self.namespace)
+        write_kubeconfig(
+            self.kubeconfig, self._server.url, self.namespace, token=self._server.token
+        )
         self.client = kube.KubeClient(
-            kube.Connection(server=self._server.url),
+            kube.Connection(server=self._server.url, token=self._server.token),
             field_manager="bench",
             user_agent=BENCH_AGENT,
         )
@@ -165,7 +167,7 @@ class BarePlane:
         """Watch Deployments; give each one whose status lags its spec a ready status."""
         assert self._server is not None
         client = kube.KubeClient(
-            kube.Connection(server=self._server.url),
+            kube.Connection(server=self._server.url, token=self._server.token),
             field_manager="bench-deployments",
             user_agent=STAND_IN_AGENT,
         )

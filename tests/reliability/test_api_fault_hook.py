@@ -23,9 +23,10 @@ def server() -> Iterator[ServerHandle]:
 
 @pytest.fixture
 def http(server: ServerHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10, headers={"User-Agent": "tester/1"}) as c:
+    headers = {"User-Agent": "tester/1", **server.headers}
+    with httpx.Client(base_url=server.url, timeout=10, headers=headers) as c:
         yield c
-    httpx.delete(server.url + "/debug/faults")
+    httpx.delete(server.url + "/debug/faults", headers=server.headers)
 
 
 def _configmap(name: str) -> dict[str, object]:

@@ -99,6 +99,12 @@ Role in watchNamespace.
 - apiGroups: ["mmop.io"]
   resources: ["multimodalmodels/status"]
   verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: true; with the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift) that needs update on the
+# owner's finalizers subresource, or every child is refused.
+- apiGroups: ["mmop.io"]
+  resources: ["multimodalmodels/finalizers"]
+  verbs: ["update"]
 # Children the operator owns. Deployments and Services are also watched (kopf event handlers
 # wake a model's reconcile loop); the other kinds are listed per model by label. get: after a
 # 409 on create, to tell a name taken by another model (NameConflict) from a race.
@@ -124,12 +130,6 @@ Role in watchNamespace.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# Only get and create (by name, never list or watch): the runtime's bearer token named in
-# spec.runtime.authSecretRef, for the smoke test of a canary, and the per-model smoke-test
-# token Secret NAME-mmop-smoke-test the operator creates (owned by the model).
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create"]
 # Only get (by name): the golden-set ConfigMap named in spec.rollout.quality.goldenSet.
 - apiGroups: [""]
   resources: ["configmaps"]
@@ -138,4 +138,14 @@ Role in watchNamespace.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end -}}
+
+{{- define "mmop.rbac.secretRules" -}}
+# Only get and create (by name, never list or watch): the runtime's bearer token named in
+# spec.runtime.authSecretRef, for the canary's test inference, and the per-model smoke-test
+# token Secret NAME-mmop-smoke-test the operator creates (owned by the model). Only where
+# granted: watchNamespace, rbac.secretNamespaces, or everywhere with rbac.clusterWideSecrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
 {{- end -}}

@@ -106,7 +106,9 @@ async def _watch(cluster: DevCluster) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with kube.KubeClient(kube.Connection(server=cluster.api_url)) as client:
+    async with kube.KubeClient(
+        kube.Connection(server=cluster.api_url, token=cluster.api_token)
+    ) as client:
         follower = asyncio.create_task(follow_models(client, _say))
         reported = False
         try:

@@ -163,9 +163,12 @@ class DevCluster:
     async def _astart(self) -> None:
         self._server = ApiServer(self._host, self._api_port)
         await self._server.start()
-        write_kubeconfig(self.kubeconfig, self._server.url, self.namespace)
+        write_kubeconfig(
+            self.kubeconfig, self._server.url, self.namespace, token=self._server.token
+        )
         self._client = kube.KubeClient(
-            kube.Connection(server=self._server.url), field_manager=manifests.FIELD_MANAGER
+            kube.Connection(server=self._server.url, token=self._server.token),
+            field_manager=manifests.FIELD_MANAGER,
         )
         await manifests.apply(self._client, platform_crds())
         kinds = tuple(dict.fromkeys((*KUBELET_KINDS, *ROUTER_KINDS)))
@@ -201,6 +204,17 @@ class DevCluster:
     def api_url(self) -> str:
         assert self._server is not None, "not started"
         return self._server.url
+
+    @property
+    def api_token(self) -> str:
+        """The bearer token the API server requires (also in ``kubeconfig``)."""
+        assert self._server is not None, "not started"
+        return self._server.token
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """``Authorization`` for HTTP clients of the API server."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
     @property
     def router_url(self) -> str:
@@ -272,6 +286,8 @@ class DevCluster:
             if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
         }
         child_env["MMOP_OPERATOR_HEALTH_PORT"] = str(self.operator_health_port)
+        # A development cluster: MMOP_FAULT_* in a model's env is how one tries a rollback.
+        child_env.setdefault("MMOP_OPERATOR_ALLOW_FAULT_ENV", "true")
         child_env.update(env or {})
         command = [sys.executable, "-m", "mmop.operator", "--kubeconfig", str(self.kubeconfig)]
 

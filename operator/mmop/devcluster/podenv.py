@@ -26,6 +26,25 @@ _SUBSCRIPT: Final = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 # go through it too and are passed straight on (not every client reads CIDRs in NO_PROXY).
 NO_PROXY_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
+# A pod's env runs here as a process of the dev session's user, not in a container: names that
+# make the dynamic loader, Python or a shell load other code, or that pick which programs and
+# files the process uses, come from the session only (PATH, PYTHONPATH, HOME: how the runtime
+# finds mmop-runtime), never from a pod spec.
+_SESSION_ONLY: Final = frozenset(
+    {"PATH", "HOME", "BASH_ENV", "ENV", "SHELLOPTS", "GCONV_PATH", "NODE_OPTIONS", "PERL5OPT"}
+)
+_SESSION_ONLY_PREFIXES: Final = ("LD_", "PYTHON", "DYLD_")
+_POD_MAY_SET_PYTHON: Final = frozenset(
+    {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "PYTHONHASHSEED"}
+)
+
+
+def pod_may_set(name: str) -> bool:
+    """Whether a pod spec may set ``name`` in a local process (see ``_SESSION_ONLY``)."""
+    if name in _POD_MAY_SET_PYTHON:
+        return True
+    return name not in _SESSION_ONLY and not name.startswith(_SESSION_ONLY_PREFIXES)
+
 
 class EnvError(Exception):
     """The environment cannot be built (the kubelet's CreateContainerConfigError)."""
@@ -232,7 +251,8 @@ def process_env(
     ``base`` (the kubelet's own environment, less its ``MMOP_*`` and ``KUBE*`` settings) comes
     first so that PATH, HOME and HF_HUB_OFFLINE reach the runtime; then, with
     ``cluster_proxy`` (the router's URL), ``cluster_dns_env`` (over any proxy of the kubelet's
-    own); the container's env wins over both. ``TMPDIR`` follows a ``/tmp`` mount;
+    own); the container's env wins over both, except for names only the session may set
+    (``pod_may_set``): those are an EnvError. ``TMPDIR`` follows a ``/tmp`` mount;
     ``MMOP_HOST`` is the pod IP.
     """
     env = {
@@ -240,9 +260,14 @@ def process_env(
     }
     if cluster_proxy is not None:
         env.update(cluster_dns_env(cluster_proxy))
-    own = remap_paths(
-        kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable), mounts
-    )
+    raw = kubernetes_env(container, pod=pod, sources=sources, allocatable=allocatable)
+    refused = sorted(name for name in raw if not pod_may_set(name))
+    if refused:
+        raise EnvError(
+            f"env {', '.join(refused)[:200]}: set by the local kubelet from the dev session "
+            "only (it would run other code as its user)"
+        )
+    own = remap_paths(raw, mounts)
     env.update(own)
     for upper in ("HTTP_PROXY", "NO_PROXY"):
         # Clients prefer the lowercase name: a container's own setting, in either case, wins.

@@ -25,6 +25,9 @@ class VolumeLayout:
     directories: tuple[Path, ...] = ()
     files: Mapping[Path, str] = field(default_factory=dict)
     mounts: Mapping[str, str] = field(default_factory=dict)
+    refused: tuple[str, ...] = ()
+    """configMap/secret files whose path would leave their volume: never written, and the
+    container is not started (a real API server rejects such a pod)."""
 
 
 def volume_references(pod_spec: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -39,15 +42,32 @@ def volume_references(pod_spec: Mapping[str, Any]) -> tuple[set[str], set[str]]:
     return secrets, config_maps
 
 
+def _inside(directory: Path, relative: str) -> Path | None:
+    """``directory / relative``, or None when ``relative`` is absolute or has a '..' part."""
+    if not relative or relative.startswith("/") or ".." in relative.split("/"):
+        return None
+    return directory / relative
+
+
 def _key_files(
-    spec: Mapping[str, Any], data: Mapping[str, str] | None, directory: Path
+    spec: Mapping[str, Any], data: Mapping[str, str] | None, directory: Path, refused: list[str]
 ) -> dict[Path, str]:
     if data is None:
         return {}
     items = spec.get("items")
-    if items:
-        return {directory / str(i["path"]): data[i["key"]] for i in items if i.get("key") in data}
-    return {directory / key: value for key, value in data.items()}
+    wanted = (
+        [(str(i.get("path", "")), str(i["key"])) for i in items if i.get("key") in data]
+        if items
+        else [(key, key) for key in data]
+    )
+    files: dict[Path, str] = {}
+    for relative, key in wanted:
+        path = _inside(directory, relative)
+        if path is None:
+            refused.append(f"volume {directory.name}: path {relative[:100]!r} leaves the volume")
+        else:
+            files[path] = data[key]
+    return files
 
 
 def layout(
@@ -61,6 +81,7 @@ def layout(
     """The local layout of the volumes that ``container`` mounts."""
     directories: list[Path] = []
     files: dict[Path, str] = {}
+    refused: list[str] = []
     local: dict[str, Path] = {}
     for volume in pod_spec.get("volumes") or []:
         name = str(volume.get("name", ""))
@@ -72,10 +93,10 @@ def layout(
             path = pod_dir / "volumes" / name
             if "configMap" in volume:
                 data = sources.config_maps.get(str(volume["configMap"].get("name", "")))
-                files.update(_key_files(volume["configMap"], data, path))
+                files.update(_key_files(volume["configMap"], data, path, refused))
             elif "secret" in volume:
                 data = sources.secrets.get(str(volume["secret"].get("secretName", "")))
-                files.update(_key_files(volume["secret"], data, path))
+                files.update(_key_files(volume["secret"], data, path, refused))
         local[name] = path
         if "hostPath" not in volume:
             directories.append(path)
@@ -86,4 +107,6 @@ def layout(
             continue
         sub = str(mount.get("subPath") or "")
         mounts[str(mount.get("mountPath", ""))] = str(base / sub if sub else base)
-    return VolumeLayout(directories=tuple(directories), files=files, mounts=mounts)
+    return VolumeLayout(
+        directories=tuple(directories), files=files, mounts=mounts, refused=tuple(refused)
+    )

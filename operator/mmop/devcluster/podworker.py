@@ -309,6 +309,8 @@ class PodWorker:
             "hostIP": NODE_IP,
         }
         try:
+            if layout.refused:
+                raise podenv.EnvError("; ".join(layout.refused))
             env = podenv.process_env(
                 self.container,
                 pod=pod,

@@ -180,7 +180,8 @@ class EnvVar(_Model):
     """An environment variable for the runtime container (core/v1 EnvVar)."""
 
     name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256)]
-    """The variable's name."""
+    """The variable's name; not one the operator sets itself (MMOP_MODEL, MMOP_AUTH_TOKEN,
+    MMOP_TRUST_REMOTE_CODE, ...: see docs/operator.md)."""
     value: str | None = None
     """A literal value."""
     value_from: Annotated[
@@ -200,8 +201,8 @@ class RuntimeSpec(_Model):
     batching: Batching = Field(default_factory=Batching)
     """Dynamic batching settings."""
     env: Annotated[list[EnvVar], Field(max_length=64)] = Field(default_factory=list)
-    """Extra environment for the runtime container; a name the operator also sets is
-    overridden by the value here."""
+    """Extra environment for the runtime container. Names the operator sets itself are
+    refused (MMOP_FAULT_* too, unless the operator allows fault injection)."""
     auth_secret_ref: SecretKeyRef | None = None
     """When set, inference endpoints need 'Authorization: Bearer TOKEN' with the token read
     from this Secret key; probes and metrics stay open."""
@@ -641,6 +642,20 @@ class MultimodalModelSpec(ServingSpec):
                 "maxDelayMs must not exceed queueTimeoutSeconds",
                 ".runtime.batching.maxDelayMs",
             ),
+            (
+                "!has(self.runtime.env) || self.runtime.env.all(e, !(e.name in ["
+                + ", ".join(f"'{n}'" for n in contract.RESERVED_ENV)
+                + "]))",
+                "runtime.env may not set a variable the operator sets itself: "
+                + ", ".join(contract.RESERVED_ENV),
+                ".runtime.env",
+            ),
+            (
+                "!self.model.source.startsWith('pvc://')"
+                " || !self.model.source.matches('/[.][.](/|$)')",
+                "a pvc:// path may not contain '..' segments",
+                ".model.source",
+            ),
         )
     )
 
@@ -664,6 +679,15 @@ class MultimodalModelSpec(ServingSpec):
         batching = self.runtime.batching
         if batching.max_delay_ms > batching.queue_timeout_seconds * 1000:
             raise ValueError("runtime.batching.maxDelayMs must not exceed queueTimeoutSeconds")
+        reserved = [e.name for e in self.runtime.env if e.name in contract.RESERVED_ENV]
+        if reserved:
+            raise ValueError(
+                f"runtime.env: {', '.join(reserved)}: set by the operator itself, "
+                "cannot be set here"
+            )
+        # The path becomes a plain file path in the pod: '..' would leave the claim's mount.
+        if self.model.source.startswith("pvc://") and ".." in self.model.source.split("/"):
+            raise ValueError("model.source: a pvc:// path may not contain '..' segments")
         return self
 
     def serving(self) -> ServingSpec:
@@ -916,6 +940,9 @@ class MultimodalModelStatus(_Model):
     promotion so that it restarts no pod."""
     last_command: CommandStatus | None = None
     """The latest rollout command and its result."""
+    hub_commits: Annotated[dict[str, str], Field(max_length=16)] = Field(default_factory=dict)
+    """hf:// sources: the commit each live revision's hub revision (a branch or tag) was
+    resolved to when it was first deployed, by revision; its pods download exactly that."""
 
 
 class ObjectMeta(BaseModel):

@@ -19,6 +19,8 @@ class BuildOptions:
     probe_period_seconds: int = 10
     startup_budget_seconds: int = 3600
     """How long the startup probe lets a pod download and load its model."""
+    allow_fault_env: bool = False
+    """Pass MMOP_FAULT_* from spec.runtime.env to the runtime (tests and mmop dev only)."""
 
 
 class OperatorSettings(BaseSettings):
@@ -42,9 +44,24 @@ class OperatorSettings(BaseSettings):
     """Timeout for calls to runtime pods (test inference, /metrics)."""
     api_max_in_flight: int = Field(default=8, ge=1, le=1000)
     """Concurrent requests to the API server (watches not counted); more wait their turn."""
+    allow_fault_env: bool = False
+    """Accept MMOP_FAULT_* (fault injection) in spec.runtime.env; otherwise InvalidSpec."""
+    probe_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """The most the operator reads of one runtime pod or Prometheus answer; more is an error."""
+    probe_connections_per_model: int = Field(default=4, ge=1, le=64)
+    """Concurrent connections to one model's pods (one model's slow pods cannot starve the
+    checks of another)."""
+    hub_endpoint: str = "https://huggingface.co"
+    """The Hugging Face hub used to pin an hf:// revision to a commit (HF_ENDPOINT mirrors)."""
+    hub_token: str | None = None
+    """Token for private hub repositories when pinning revisions."""
+    pin_hub_revisions: bool = True
+    """Resolve an hf:// branch or tag to a commit before a revision is first deployed; off:
+    pods download the branch as written (their weights can differ)."""
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
             cluster_domain=self.cluster_domain,
             storage_initializer_image=self.storage_initializer_image,
+            allow_fault_env=self.allow_fault_env,
         )

@@ -240,3 +240,39 @@ def smoke_test_request(task: str) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     return {"id": "mmop-smoke-test", "inputs": inputs}
+
+
+# --- env the operator owns -------------------------------------------------------------------
+# Names a MultimodalModel's spec.runtime.env may not set: the operator sets them from the spec
+# (overriding them would bypass a field such as trustRemoteCode, or put the auth token in plain
+# text), or they move where the runtime looks for its files. The CRD (CEL) and the operator
+# refuse them; the builders never copy them from the spec. Every name the builders set must be
+# here (a unit test checks).
+RESERVED_ENV: Final = (
+    ENV_MODEL,
+    ENV_REVISION,
+    ENV_TASK,
+    ENV_NAME,
+    ENV_VERSION,
+    ENV_HOST,
+    ENV_PORT,
+    ENV_MAX_BATCH_SIZE,
+    ENV_MAX_DELAY_MS,
+    ENV_MAX_QUEUE_SIZE,
+    ENV_QUEUE_TIMEOUT_SECONDS,
+    ENV_DEVICE,
+    ENV_DTYPE,
+    ENV_TRUST_REMOTE_CODE,
+    ENV_AUTH_TOKEN,
+    ENV_CACHE_DIR,
+    ENV_PVC_MOUNT_ROOT,
+    ENV_GRPC_PORT,
+    ENV_MEMORY_LIMIT_BYTES,
+    ENV_SMOKE_TEST_TOKEN,
+    ENV_MIRROR_URL,
+    ENV_MIRROR_PERCENT,
+    "HF_HOME",
+)
+# Fault injection: refused like the above unless the operator runs with
+# MMOP_OPERATOR_ALLOW_FAULT_ENV=true (tests and `mmop dev` only).
+FAULT_ENV_PREFIX: Final = "MMOP_FAULT_"

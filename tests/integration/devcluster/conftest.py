@@ -43,7 +43,12 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
 
 @pytest.fixture(scope="session")
 def api(dev_cluster: DevCluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=dev_cluster.api_url, timeout=30, trust_env=False) as client:
+    with httpx.Client(
+        base_url=dev_cluster.api_url,
+        timeout=30,
+        trust_env=False,
+        headers=dev_cluster.api_headers,
+    ) as client:
         yield client
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,9 +39,54 @@ def apiserver() -> Iterator[ServerHandle]:
     handle.stop()
 
 
+class FakeHub:
+    """The hub's model API on loopback (no network here): every ``ORG/NAME@REV`` resolves to a
+    commit derived from it, except repositories of the org ``missing`` (404)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = urllib.parse.unquote(self.path)
+                hub.asked.append(path)
+                repo, _, revision = path.removeprefix("/api/models/").partition("/revision/")
+                if not path.startswith("/api/models/") or repo.startswith("missing/"):
+                    body, code = b'{"error": "Repository not found"}', 404
+                else:
+                    body, code = json.dumps({"sha": FakeHub.commit(repo, revision)}).encode(), 200
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def commit(repo: str, revision: str) -> str:
+        return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[FakeHub]:
+    fake = FakeHub()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
 @pytest.fixture(scope="session")
 def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", apiserver.url)
+    return write_kubeconfig(
+        tmp_path_factory.mktemp("kube") / "config", apiserver.url, token=apiserver.token
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +100,10 @@ async def client(kubeconfig: Path) -> AsyncIterator[kube.KubeClient]:
 class OperatorProcess:
     """`python -m mmop.operator` with a short resync, restartable."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_dir: Path, *, hub_url: str) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
+        self.hub_url = hub_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file: IO[bytes] | None = None
         self.starts = 0
@@ -64,6 +115,7 @@ class OperatorProcess:
             **os.environ,
             "MMOP_OPERATOR_HEALTH_PORT": str(free_port()),
             "MMOP_OPERATOR_RESYNC_SECONDS": "2",
+            "MMOP_OPERATOR_HUB_ENDPOINT": self.hub_url,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mmop.operator", "--kubeconfig", str(self.kubeconfig)],
@@ -108,9 +160,12 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def operator(
-    client: kube.KubeClient, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    client: kube.KubeClient,
+    kubeconfig: Path,
+    hub: FakeHub,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"))
+    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"), hub_url=hub.url)
     proc.start()
     yield proc
     proc.stop()

@@ -3,13 +3,19 @@ no wildcards, Secrets get-only - and that file covers every kind the operator's 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
+import yaml
 
 from mmop.operator import kube, models
+from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile.children import CHILD_KINDS
+from mmop.operator.settings import BuildOptions
+
+ROOT = Path(__file__).resolve().parents[3]
 
 Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -24,11 +30,17 @@ def _grants(rules: list[dict[str, Any]]) -> set[Grant]:
     }
 
 
-def _expected(data: list[dict[str, Any]], *, scope: str, namespace_mode: bool) -> set[Grant]:
+def _expected(
+    data: list[dict[str, Any]], *, scope: str, namespace_mode: bool, secrets: bool = False
+) -> set[Grant]:
+    """The grants of ``scope``'s rules: namespaceMode rules only with watchNamespace,
+    secretAccess rules only where Secrets are granted (``secrets``)."""
+    wanted = {"always"} | ({"namespaceMode"} if namespace_mode else set())
+    wanted |= {"secretAccess"} if secrets else set()
     return {
         (rule["apiGroup"], rule["resource"], verb)
         for rule in data
-        if rule["scope"] == scope and (rule.get("when", "always") == "always" or namespace_mode)
+        if rule["scope"] == scope and rule.get("when", "always") in wanted
         for verb in rule["verbs"]
     }
 
@@ -41,6 +53,42 @@ def test_cluster_wide_mode_grants_exactly_the_data_file(helm, rbac_rules) -> Non
     assert _grants(role["rules"]) == expected
     # kopf watches nothing but CRDs cluster-wide when it serves the whole cluster.
     assert ("", "namespaces", "list") not in expected
+    # no Secrets anywhere unless granted
+    assert not {g for g in _grants(role["rules"]) if g[1] == "secrets"}
+    assert not helm.template().kind("Role")
+
+
+def test_secrets_only_in_the_namespaces_granted(helm, rbac_rules) -> None:
+    objects = helm.template(values={"rbac.secretNamespaces": "{team-a,team-b}"})
+    cluster_role = objects.one("ClusterRole")
+    assert not {g for g in _grants(cluster_role["rules"]) if g[1] == "secrets"}
+    roles = {r["metadata"]["namespace"]: r for r in objects.kind("Role")}
+    assert set(roles) == {"team-a", "team-b"}
+    secret_grants = {
+        (r["apiGroup"], r["resource"], v)
+        for r in rbac_rules
+        if r.get("when") == "secretAccess"
+        for v in r["verbs"]
+    }
+    assert secret_grants == {("", "secrets", "get"), ("", "secrets", "create")}
+    for namespace, role in roles.items():
+        assert _grants(role["rules"]) == secret_grants, namespace
+    bindings = {b["metadata"]["namespace"]: b for b in objects.kind("RoleBinding")}
+    assert set(bindings) == {"team-a", "team-b"}
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"]["name"] == roles[namespace]["metadata"]["name"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mmop", "namespace": helm.namespace}
+        ]
+
+
+def test_cluster_wide_secrets_only_when_asked(helm, rbac_rules) -> None:
+    role = helm.template(values={"rbac.clusterWideSecrets": "true"}).one("ClusterRole")
+    assert ("", "secrets", "get") in _grants(role["rules"])
+    expected = _expected(rbac_rules, scope="cluster", namespace_mode=False) | _expected(
+        rbac_rules, scope="namespaced", namespace_mode=False, secrets=True
+    )
+    assert _grants(role["rules"]) == expected
 
 
 def test_namespace_mode_is_a_role_there_plus_cluster_scoped_basics(helm, rbac_rules) -> None:
@@ -51,7 +99,9 @@ def test_namespace_mode_is_a_role_there_plus_cluster_scoped_basics(helm, rbac_ru
     assert _grants(cluster_role["rules"]) == _expected(
         rbac_rules, scope="cluster", namespace_mode=True
     )
-    assert _grants(role["rules"]) == _expected(rbac_rules, scope="namespaced", namespace_mode=True)
+    assert _grants(role["rules"]) == _expected(
+        rbac_rules, scope="namespaced", namespace_mode=True, secrets=True
+    )
     binding = objects.one("RoleBinding")
     assert binding["metadata"]["namespace"] == "team-a"
     assert binding["roleRef"] == {
@@ -64,7 +114,16 @@ def test_namespace_mode_is_a_role_there_plus_cluster_scoped_basics(helm, rbac_ru
     ]
 
 
-@pytest.mark.parametrize("values", [{}, {"watchNamespace": "team-a"}], ids=["cluster", "namespace"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"watchNamespace": "team-a"},
+        {"rbac.secretNamespaces": "{team-a}"},
+        {"rbac.clusterWideSecrets": "true"},
+    ],
+    ids=["cluster", "namespace", "secret-namespaces", "cluster-wide-secrets"],
+)
 def test_no_wildcards_no_secret_listing(helm, values: dict[str, str]) -> None:
     objects = helm.template(values=values)
     rules = [r for kind in ("ClusterRole", "Role") for o in objects.kind(kind) for r in o["rules"]]
@@ -74,9 +133,18 @@ def test_no_wildcards_no_secret_listing(helm, values: dict[str, str]) -> None:
         for field in ("apiGroups", "resources", "verbs"):
             assert not any("*" in item for item in rule[field]), rule
     grants = _grants(rules)
-    assert {verb for group, resource, verb in grants if resource == "secrets"} == {"get", "create"}
-    # Writes are patches: the operator and kopf never PUT, and never delete their own model.
-    assert not {g for g in grants if g[2] in ("update", "deletecollection", "escalate", "bind")}
+    assert {verb for group, resource, verb in grants if resource == "secrets"} <= {"get", "create"}
+    # Writes are patches: the operator and kopf never PUT, and never delete their own model
+    # (update on the finalizers subresource is what blockOwnerDeletion needs, not a write).
+    assert not {
+        g
+        for g in grants
+        if g[2] in ("update", "deletecollection", "escalate", "bind")
+        and not g[1].endswith("/finalizers")
+    }
+    assert {g for g in grants if g[2] == "update"} == {
+        ("mmop.io", "multimodalmodels/finalizers", "update")
+    }
     assert not {g for g in grants if g[1] == "multimodalmodels" and g[2] in ("create", "delete")}
 
 
@@ -117,6 +185,22 @@ def test_data_file_covers_the_childrens_writes(rbac_rules) -> None:
         assert {"list", "create", "patch", "delete"} <= _granted(
             rbac_rules, kind.group, kind.plural
         ), kind
+
+
+def test_data_file_covers_block_owner_deletion(rbac_rules) -> None:
+    """Admission (OwnerReferencesPermissionEnforcement) checks update on the owner's
+    finalizers for every child whose ownerReference sets blockOwnerDeletion."""
+    doc = yaml.safe_load((ROOT / "examples" / "clip.yaml").read_text())
+    doc["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    clip = models.parse_model(doc)
+    owners = {
+        (ref["apiVersion"].rpartition("/")[0], ref["kind"])
+        for obj in build_children(clip, options=BuildOptions())
+        for ref in obj["metadata"].get("ownerReferences", [])
+        if ref.get("blockOwnerDeletion")
+    }
+    assert owners == {(models.GROUP, models.KIND)}
+    assert "update" in _granted(rbac_rules, models.GROUP, f"{models.PLURAL}/finalizers")
 
 
 def test_data_file_covers_the_reconcilers_calls(rbac_rules) -> None:

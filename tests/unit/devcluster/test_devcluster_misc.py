@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmop.devcluster import demo, meshcrds, progress
-from mmop.devcluster.ipam import LoopbackPool, PoolExhaustedError
+from mmop.devcluster.ipam import LoopbackPool, PoolExhaustedError, UnsafeLockDirError
 from mmop.operator import cli as operator_cli
 from mmop.operator import kube, models
 
@@ -123,7 +123,7 @@ class TestCliOptions:
 
 class TestLoopbackPool:
     def test_lowest_first_and_recycled(self, tmp_path: Path) -> None:
-        pool = LoopbackPool(lock_dir=tmp_path)
+        pool = LoopbackPool(lock_dir=tmp_path / "ips")
         first, second = pool.allocate(), pool.allocate()
         assert (first, second) == ("127.0.0.2", "127.0.0.3")
         pool.release(first)
@@ -131,7 +131,8 @@ class TestLoopbackPool:
         pool.release_all()
 
     def test_two_pools_never_share_an_address(self, tmp_path: Path) -> None:
-        one, two = LoopbackPool(lock_dir=tmp_path), LoopbackPool(lock_dir=tmp_path)
+        locks = tmp_path / "ips"
+        one, two = LoopbackPool(lock_dir=locks), LoopbackPool(lock_dir=locks)
         assert one.allocate() == "127.0.0.2"
         assert two.allocate() == "127.0.0.3"
         one.release_all()
@@ -139,8 +140,52 @@ class TestLoopbackPool:
         two.release_all()
 
     def test_exhaustion(self, tmp_path: Path) -> None:
-        pool = LoopbackPool(lock_dir=tmp_path, first=2, last=2)
+        pool = LoopbackPool(lock_dir=tmp_path / "ips", first=2, last=2)
         pool.allocate()
         with pytest.raises(PoolExhaustedError):
             pool.allocate()
+        pool.release_all()
+
+    def test_the_lock_dir_is_private_and_created_so(self, tmp_path: Path) -> None:
+        pool = LoopbackPool(lock_dir=tmp_path / "ips")
+        pool.allocate()
+        assert (tmp_path / "ips").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "ips" / "127.0.0.2.lock").stat().st_mode & 0o077 == 0
+        pool.release_all()
+
+    @pytest.mark.parametrize("mode", [0o755, 0o777, 0o1777])
+    def test_our_lock_dir_open_to_others_is_closed(self, tmp_path: Path, mode: int) -> None:
+        shared = tmp_path / "ips"
+        shared.mkdir()
+        shared.chmod(mode)
+        pool = LoopbackPool(lock_dir=shared)
+        pool.allocate()
+        assert shared.stat().st_mode & 0o7777 == 0o700
+        pool.release_all()
+
+    def test_a_linked_lock_dir_is_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        (tmp_path / "ips").symlink_to(tmp_path / "elsewhere")
+        with pytest.raises(UnsafeLockDirError, match="not a directory"):
+            LoopbackPool(lock_dir=tmp_path / "ips").allocate()
+
+    def test_a_planted_link_is_not_followed_and_its_target_not_truncated(
+        self, tmp_path: Path
+    ) -> None:
+        """Another user's planted link (here: in a dir we own, as after a race) to a file of
+        ours: opening the lock must fail, and the file must keep its content."""
+        locks = tmp_path / "ips"
+        locks.mkdir(mode=0o700)
+        victim = tmp_path / "precious"
+        victim.write_bytes(b"keep me")
+        (locks / "127.0.0.2.lock").symlink_to(victim)
+        pool = LoopbackPool(lock_dir=locks, first=2, last=2)
+        with pytest.raises(OSError):
+            pool.allocate()
+        assert victim.read_bytes() == b"keep me"
+        # a plain lock file is reused, not truncated (its content is not ours to clear)
+        (locks / "127.0.0.2.lock").unlink()
+        (locks / "127.0.0.2.lock").write_bytes(b"x")
+        assert pool.allocate() == "127.0.0.2"
+        assert (locks / "127.0.0.2.lock").read_bytes() == b"x"
         pool.release_all()

@@ -190,3 +190,39 @@ def test_process_env_sends_plain_http_through_the_router() -> None:
 
 def test_decode_secret() -> None:
     assert podenv.decode_secret({"token": "czNjcmV0"}) == {"token": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP", "PATH", "BASH_ENV"]
+)
+def test_a_pod_cannot_set_what_makes_the_local_process_run_other_code(name: str) -> None:
+    container = {"env": [{"name": name, "value": "/tmp/evil"}]}
+    with pytest.raises(podenv.EnvError, match=name):
+        podenv.process_env(
+            container,
+            pod=POD,
+            sources=SOURCES,
+            pod_ip="127.0.0.9",
+            mounts={},
+            allocatable=ALLOCATABLE,
+            base={"PATH": "/usr/bin", "PYTHONPATH": "/session/src"},
+        )
+
+
+def test_the_session_keeps_path_and_pythonpath_and_pods_keep_harmless_python_settings() -> None:
+    container = {"env": [{"name": "PYTHONUNBUFFERED", "value": "0"}]}
+    env = podenv.process_env(
+        container,
+        pod=POD,
+        sources=SOURCES,
+        pod_ip="127.0.0.9",
+        mounts={},
+        allocatable=ALLOCATABLE,
+        base={"PATH": "/usr/bin", "PYTHONPATH": "/session/src", "HOME": "/home/dev"},
+    )
+    assert (env["PATH"], env["PYTHONPATH"], env["HOME"]) == (
+        "/usr/bin",
+        "/session/src",
+        "/home/dev",
+    )
+    assert env["PYTHONUNBUFFERED"] == "0"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mmop.devcluster import podvolumes
 from mmop.devcluster.podenv import EnvSources
@@ -58,3 +61,29 @@ def test_volume_references() -> None:
         ]
     }
     assert podvolumes.volume_references(spec) == ({"s"}, {"c"})
+
+
+@pytest.mark.parametrize(
+    ("volume", "data"),
+    [
+        ({"configMap": {"name": "cfg", "items": [{"key": "a", "path": "/etc/passwd"}]}}, None),
+        ({"configMap": {"name": "cfg", "items": [{"key": "a", "path": "../../../x"}]}}, None),
+        ({"secret": {"secretName": "s", "items": [{"key": "a", "path": "sub/../../x"}]}}, None),
+        ({"secret": {"secretName": "s"}}, {"../../.bashrc": "evil"}),
+    ],
+    ids=["absolute", "dotdot", "nested-dotdot", "key-dotdot"],
+)
+def test_item_paths_that_leave_the_volume_are_refused(
+    volume: dict[str, Any], data: dict[str, str] | None
+) -> None:
+    spec = {"volumes": [{"name": "v", **volume}]}
+    values = data or {"a": "evil"}
+    layout = podvolumes.layout(
+        spec,
+        {"volumeMounts": [{"name": "v", "mountPath": "/etc/v"}]},
+        pod_dir=Path("/s/pods/ns/p"),
+        claims_dir=Path("/s/pvcs"),
+        sources=EnvSources(config_maps={"cfg": values}, secrets={"s": values}),
+    )
+    assert layout.files == {}
+    assert len(layout.refused) == 1 and "leaves the volume" in layout.refused[0]

@@ -157,6 +157,36 @@ INVALID: list[tuple[str, Callable[[Doc], None], str, str | None]] = [
     ),
     ("name-and-version-too-long", _set("spec.version", "v" + "1" * 39), "metadata.name", ""),
     (
+        "env-reserved-trust-remote-code",
+        _set("spec.runtime.env", [{"name": "MMOP_TRUST_REMOTE_CODE", "value": "true"}]),
+        "spec: runtime.env: MMOP_TRUST_REMOTE_CODE",
+        "spec.runtime.env",
+    ),
+    (
+        "env-reserved-auth-token-in-plain-text",
+        _set("spec.runtime.env", [{"name": "X", "value": "1"}, {"name": "MMOP_AUTH_TOKEN"}]),
+        "spec: runtime.env: MMOP_AUTH_TOKEN",
+        "spec.runtime.env",
+    ),
+    (
+        "env-reserved-model-path",
+        _set("spec.runtime.env", [{"name": "MMOP_MODEL", "value": "/etc"}]),
+        "spec: runtime.env: MMOP_MODEL",
+        "spec.runtime.env",
+    ),
+    (
+        "pvc-path-escapes-the-claim",
+        _set("spec.model.source", "pvc://claim/../../x"),
+        "spec: model.source: a pvc:// path may not contain '..'",
+        "spec.model.source",
+    ),
+    (
+        "pvc-path-ends-in-dotdot",
+        _set("spec.model.source", "pvc://claim/models/.."),
+        "spec: model.source",
+        "spec.model.source",
+    ),
+    (
         "metric-target-above-100",
         _metrics({"type": "CPU", "targetUtilization": 150}),
         "spec.autoscaling.metrics.0.targetUtilization",
@@ -262,6 +292,34 @@ def test_valid_example_passes_both(
 ) -> None:
     models.parse_model(clip_doc)
     _, problems = crd_check(crd_schema, clip_doc)
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "source", ["pvc://claim/models/..clip", "pvc://claim/a..b/c", "pvc://claim", "pvc://claim/"]
+)
+def test_pvc_paths_with_dots_inside_names_pass_both(
+    clip_doc: Doc, crd_schema: dict[str, Any], crd_check: CrdCheck, source: str
+) -> None:
+    doc = copy.deepcopy(clip_doc)
+    doc["spec"]["model"]["source"] = source
+    models.parse_model(doc)
+    _, problems = crd_check(crd_schema, doc)
+    assert problems == []
+
+
+def test_fault_env_and_unreserved_mmop_names_pass_the_schema(
+    clip_doc: Doc, crd_schema: dict[str, Any], crd_check: CrdCheck
+) -> None:
+    """Fault injection is refused by the operator (unless allowed), not by the schema; runtime
+    settings the operator does not set (log level, limits) stay the user's."""
+    doc = copy.deepcopy(clip_doc)
+    doc["spec"]["runtime"]["env"] = [
+        {"name": "MMOP_FAULT_ERROR_RATE", "value": "1"},
+        {"name": "MMOP_LOG_LEVEL", "value": "DEBUG"},
+    ]
+    models.parse_model(doc)
+    _, problems = crd_check(crd_schema, doc)
     assert problems == []
 
 

@@ -12,7 +12,8 @@ Public API (everything else is internal):
 * ``ApiServer.start_in_thread(**same) -> ServerHandle``: ``handle.url``, ``handle.audit``,
   ``handle.server``, ``handle.call(fn, *args)`` (run on the server's loop), ``handle.stop()``;
   also a context manager.
-* ``write_kubeconfig(path, url, namespace="default") -> Path``.
+* ``write_kubeconfig(path, url, namespace="default", *, token) -> Path``: every request needs
+  ``Authorization: Bearer server.token`` (``handle.headers``), except the health paths.
 * ``AuditLog`` / ``AuditRecord``: ``audit.records(since=index)``, ``audit.last_index``,
   ``audit.clear()``; over HTTP ``GET /debug/audit?since=N`` and ``DELETE /debug/audit``.
   ``POST /debug/compact`` compacts the watch history from another process.

@@ -40,8 +40,11 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     async with server:
         if args.kubeconfig:
-            write_kubeconfig(args.kubeconfig, server.url, args.namespace)
-        print(f"mmop devcluster API server: {server.url}", flush=True)
+            write_kubeconfig(args.kubeconfig, server.url, args.namespace, token=server.token)
+            print(f"mmop devcluster API server: {server.url}", flush=True)
+        else:
+            # Without a kubeconfig the token is only here; the terminal is its user's.
+            print(f"mmop devcluster API server: {server.url} token {server.token}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -73,7 +73,7 @@ class AuditLog:
 class ReadRecord:
     """One kind of read: who (user agent) did which verb on which resource, where."""
 
-    verb: str  # get | list | watch
+    verb: str  # get | list | watch (| update: an owner's finalizers, see ReadLog)
     group: str
     resource: str
     subresource: str | None
@@ -83,7 +83,9 @@ class ReadRecord:
 
 class ReadLog:
     """The distinct reads clients made (a set, so it stays small), for RBAC checks: with the
-    write audit it shows every (verb, resource) an operator really needs."""
+    write audit it shows every (verb, resource) an operator really needs. It also holds the
+    permissions admission would check beyond the request's own verb (``update`` on an owner's
+    ``finalizers`` for ``blockOwnerDeletion``)."""
 
     def __init__(self) -> None:
         self._seen: set[ReadRecord] = set()

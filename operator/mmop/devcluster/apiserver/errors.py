@@ -129,6 +129,10 @@ def gone(message: str = "too old resource version") -> StatusError:
     return StatusError(410, message, reason="Expired")
 
 
+def unauthorized() -> StatusError:
+    return StatusError(401, "Unauthorized", reason="Unauthorized")
+
+
 def forbidden(message: str) -> StatusError:
     return StatusError(403, message)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -43,6 +44,8 @@ from mmop.devcluster.apiserver.selectors import (
 JsonDict = dict[str, Any]
 logger = logging.getLogger(__name__)
 _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# Open without a token, as a real API server serves them to anonymous clients.
+_PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 VERSION_INFO = {
     "major": "1",
     "minor": "35",
@@ -108,8 +111,10 @@ class Handler:
         audit: AuditLog,
         watch: WatchSettings,
         address: Callable[[], str],
+        token: str | None = None,
     ) -> None:
         self.api = api
+        self._token = token.encode() if token is not None else None
         self.audit = audit
         self.reads = ReadLog()
         self.faults = FaultInjector()  # POST /debug/faults: errors, delays, drops for tests
@@ -119,7 +124,17 @@ class Handler:
         self.internal_errors: list[str] = []  # 500s: bugs; tests assert there are none
 
     # --- entry point ------------------------------------------------------------------------
+    def _authenticated(self, request: web.Request) -> bool:
+        if self._token is None or request.path in _PUBLIC_PATHS:
+            return True
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), self._token
+        )
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self._authenticated(request):
+            return _error(errors.unauthorized())
         try:
             return await self._dispatch(request)
         except errors.StatusError as exc:
@@ -507,7 +522,33 @@ class Handler:
                 return json_response(listing)
             outcome = self.api.delete(target, delete, options)
         self._record(request, target, code=outcome.code, name=name)
+        if method != "DELETE" and outcome.code < 300:
+            self._record_owner_permissions(request, target, outcome.obj)
         return json_response(outcome.obj, status=outcome.code, warnings=outcome.warnings)
+
+    def _record_owner_permissions(
+        self, request: web.Request, target: Target, obj: JsonDict
+    ) -> None:
+        """A real API server with OwnerReferencesPermissionEnforcement (OpenShift) lets a client
+        set ``blockOwnerDeletion`` only with ``update`` on the owner's ``finalizers``; it does
+        not enforce it here, but records the permission in the read log so that RBAC checks
+        see every verb a client needs."""
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            if not isinstance(ref, dict) or ref.get("blockOwnerDeletion") is not True:
+                continue
+            owner = self.api.registry.by_kind(str(ref.get("apiVersion")), str(ref.get("kind")))
+            if owner is None:
+                continue
+            self.reads.add(
+                ReadRecord(
+                    verb="update",
+                    group=owner[0].group,
+                    resource=owner[0].plural,
+                    subresource="finalizers",
+                    namespaced=owner[0].namespaced and target.namespace is not None,
+                    user_agent=request.headers.get("User-Agent", ""),
+                )
+            )
 
     def _delete_options(self, request: web.Request, body: Any) -> DeleteOptions:
         options = DeleteOptions.from_body(body)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -30,8 +32,13 @@ class ApiServer:
     """An in-memory Kubernetes API server on plain HTTP.
 
     ``watch_history``: events kept per resource type for watches that resume from a
-    resourceVersion (older ones get 410 Gone). ``bookmark_interval``: seconds of quiet before
-    a BOOKMARK. ``watch_timeout``: the default length of a watch without ``timeoutSeconds``.
+    resourceVersion (older ones get 410 Gone). ``bookmark_interval``: the most seconds a watch
+    that asked for bookmarks goes without one. ``watch_timeout``: the default length of a watch
+    without ``timeoutSeconds``. ``token``: the bearer token (a random one when not given) that
+    ``write_kubeconfig`` puts in a file only its owner can read; with ``require_token`` every
+    request must carry it (except ``/healthz``, ``/livez``, ``/readyz``): loopback is shared by
+    every local user. Not yet the default: kubectl and helm (client-go) send a bearer token only
+    over TLS, and this server speaks plain HTTP (docs/devcluster-apiserver.md).
     """
 
     def __init__(
@@ -42,8 +49,11 @@ class ApiServer:
         watch_history: int = 10_000,
         bookmark_interval: float = 10.0,
         watch_timeout: float = 1800.0,
+        token: str | None = None,
+        require_token: bool = False,
     ) -> None:
         self.host = host
+        self.token = token or secrets.token_urlsafe(32)
         self.port = port
         self.audit = AuditLog()
         self.registry = Registry(builtins.BUILTIN_TYPES)
@@ -55,6 +65,7 @@ class ApiServer:
             audit=self.audit,
             watch=WatchSettings(bookmark_interval=bookmark_interval, default_timeout=watch_timeout),
             address=lambda: f"{self.host}:{self.port}",
+            token=self.token if require_token else None,
         )
         self.reads = self._handler.reads  # distinct reads, for RBAC checks
         self._runner: web.AppRunner | None = None
@@ -168,6 +179,16 @@ class ServerHandle:
     def audit(self) -> AuditLog:
         return self.server.audit
 
+    @property
+    def token(self) -> str:
+        """The bearer token the server requires (``Authorization: Bearer TOKEN``)."""
+        return self.server.token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``{"Authorization": "Bearer TOKEN"}``, for HTTP clients of the server."""
+        return {"Authorization": f"Bearer {self.server.token}"}
+
     def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop (e.g. ``handle.call(handle.server.compact)``)."""
 
@@ -192,14 +213,21 @@ class ServerHandle:
 
 
 def write_kubeconfig(
-    path: str | Path, url: str, namespace: str = "default", *, name: str = "mmop-dev"
+    path: str | Path,
+    url: str,
+    namespace: str = "default",
+    *,
+    token: str,
+    name: str = "mmop-dev",
 ) -> Path:
-    """Write a kubeconfig for ``url`` (kubectl, helm, kopf and the kubernetes client read it)."""
+    """Write a kubeconfig for ``url`` with the server's ``token`` (kubectl, helm, kopf and the
+    kubernetes client read it), readable by its owner only: created with mode 0600, never
+    through a symbolic link."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": url}}],
-        "users": [{"name": name, "user": {"token": "mmop-dev"}}],
+        "users": [{"name": name, "user": {"token": token}}],
         "contexts": [
             {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}
         ],
@@ -208,6 +236,9 @@ def write_kubeconfig(
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(yaml.safe_dump(config, sort_keys=False))
-    target.chmod(0o600)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.truncate(0)
+        out.write(yaml.safe_dump(config, sort_keys=False))
     return target

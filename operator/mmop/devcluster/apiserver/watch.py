@@ -119,10 +119,17 @@ class Subscription:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
             except TimeoutError:
-                return []
+                pass  # an event may have arrived as the timeout fired: deliver it now
         batch = list(self.pending)
         self.pending.clear()
         return batch
+
+    def delivered_up_to(self, current: int) -> int:
+        """The resourceVersion a BOOKMARK may carry: ``current``, or just below the oldest
+        event still queued (a bookmark must never claim an event the client has not seen)."""
+        if self.pending:
+            return min(current, self.pending[0][1].rv - 1)
+        return current
 
 
 class WatchHub:

@@ -5,7 +5,9 @@
   ``k8s.io/initial-events-end``), then changes;
 * a ``resourceVersion``: the history after it, then changes; if that history was compacted,
   an ERROR event with a 410 Status (what the real watch cache sends), then the end;
-* ``allowWatchBookmarks``: a BOOKMARK after each quiet ``bookmark_interval``;
+* ``allowWatchBookmarks``: a BOOKMARK at least every ``bookmark_interval``, busy or quiet (a
+  watch whose selector filters out every change still learns how far it is), never claiming
+  an event still queued for the client;
 * ``timeoutSeconds``: the stream ends then (default: the server's setting).
 """
 
@@ -108,7 +110,9 @@ async def serve(
         return response
 
     def bookmark(annotate: bool = False) -> bytes:
-        meta: JsonDict = {"resourceVersion": str(store.resource_version)}
+        assert subscription is not None
+        rv = subscription.delivered_up_to(store.resource_version)
+        meta: JsonDict = {"resourceVersion": str(rv)}
         if annotate:
             meta["annotations"] = {INITIAL_EVENTS_END: "true"}
         return _line("BOOKMARK", {"kind": rtype.kind, "apiVersion": api_version, "metadata": meta})
@@ -120,7 +124,7 @@ async def serve(
             await response.write(b"".join(render("ADDED", obj) for obj in initial))
         if initial_end:
             await response.write(bookmark(annotate=True))
-        last_sent = loop.time()
+        last_bookmark = loop.time()
         while True:
             now = loop.time()
             remaining = deadline - now
@@ -128,7 +132,7 @@ async def serve(
                 break
             wait = remaining
             if bookmarks:
-                wait = max(0.0, min(remaining, last_sent + settings.bookmark_interval - now))
+                wait = max(0.0, min(remaining, last_bookmark + settings.bookmark_interval - now))
             batch = await subscription.next_batch(wait)
             if batch:
                 if table:
@@ -136,12 +140,11 @@ async def serve(
                 else:
                     chunk = b"".join(event.encode(kind, api_version) for kind, event in batch)
                 await response.write(chunk)
-                last_sent = loop.time()
             elif subscription.closed:
                 break
-            elif bookmarks and loop.time() >= last_sent + settings.bookmark_interval:
+            if bookmarks and loop.time() >= last_bookmark + settings.bookmark_interval:
                 await response.write(bookmark())
-                last_sent = loop.time()
+                last_bookmark = loop.time()
         await response.write_eof()
     except (ConnectionResetError, ConnectionError):
         pass

@@ -55,16 +55,25 @@ def mirror_env(
     ]
 
 
+def user_may_set(name: str, *, allow_fault_env: bool = False) -> bool:
+    """Whether spec.runtime.env may carry ``name`` into the pod (see contract.RESERVED_ENV)."""
+    if name in contract.RESERVED_ENV:
+        return False
+    return allow_fault_env or not name.startswith(contract.FAULT_ENV_PREFIX)
+
+
 def runtime_env(
-    *, mm: models.MultimodalModel, plan: VersionPlan, cluster_domain: str = "cluster.local"
+    *, mm: models.MultimodalModel, plan: VersionPlan, options: BuildOptions | None = None
 ) -> list[dict[str, Any]]:
-    """The runtime's settings as env (names from the runtime contract); spec.runtime.env wins."""
+    """The runtime's settings as env (names from the runtime contract), then spec.runtime.env
+    minus any name the operator sets or reserves: the spec never overrides the operator's."""
+    options = options or BuildOptions()
     serving = plan.serving
     batching = serving.runtime.batching
     model_path, _ = model_location(serving.model)
     ours: list[dict[str, Any]] = [
         {"name": contract.ENV_MODEL, "value": model_path},
-        {"name": contract.ENV_REVISION, "value": serving.model.revision},
+        {"name": contract.ENV_REVISION, "value": plan.commit or serving.model.revision},
         {"name": contract.ENV_TASK, "value": serving.model.task.value},
         {"name": contract.ENV_NAME, "value": mm.metadata.name},
         {"name": contract.ENV_VERSION, "value": plan.name},
@@ -111,10 +120,14 @@ def runtime_env(
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
-    ours += mirror_env(mm=mm, mirror=plan.mirror, cluster_domain=cluster_domain)
-    user = [e.wire() for e in serving.runtime.env]
-    overridden = {e["name"] for e in user}
-    return [e for e in ours if e["name"] not in overridden] + user
+    ours += mirror_env(mm=mm, mirror=plan.mirror, cluster_domain=options.cluster_domain)
+    taken = {e["name"] for e in ours}
+    user = [
+        e.wire()
+        for e in serving.runtime.env
+        if e.name not in taken and user_may_set(e.name, allow_fault_env=options.allow_fault_env)
+    ]
+    return ours + user
 
 
 def _probe(path: str, *, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
@@ -256,7 +269,7 @@ def build_deployment(
     name = meta.versioned_name(mm.metadata.name, plan.name)
     batching = serving.runtime.batching
     period = options.probe_period_seconds
-    env = runtime_env(mm=mm, plan=plan, cluster_domain=options.cluster_domain)
+    env = runtime_env(mm=mm, plan=plan, options=options)
     volumes, mounts = _volumes(serving)
     revision_annotation = {meta.ANNOTATION_REVISION: plan.revision}
 

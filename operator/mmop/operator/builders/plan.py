@@ -31,6 +31,9 @@ class VersionPlan:
     max_replicas: int
     mirror: models.Mirror | None = None
     """Where its pods mirror a share of their requests for the live quality comparison."""
+    commit: str | None = None
+    """The hub commit its hf:// revision was pinned to when first deployed (status.hubCommits);
+    None: the revision as written in the spec."""
 
 
 def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
@@ -92,6 +95,7 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
             min_replicas=stable_min,
             max_replicas=stable_max,
             mirror=status.stable_mirror,
+            commit=status.hub_commits.get(stable_rev),
         )
     )
     if canary:
@@ -104,10 +108,11 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
         else:
             canary_replicas = _scaled(max(spec.replicas, 1), weight)
             canary_min = canary_max = canary_replicas
+        canary_rev = status.canary_revision or spec.revision()
         plans.append(
             VersionPlan(
                 name=status.canary_version,
-                revision=status.canary_revision or spec.revision(),
+                revision=canary_rev,
                 serving=spec.serving(),
                 role="canary",
                 weight=weight,
@@ -115,6 +120,7 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
                 min_replicas=canary_min,
                 max_replicas=canary_max,
                 mirror=canary_mirror(spec, stable_version=stable_name),
+                commit=status.hub_commits.get(canary_rev),
             )
         )
     return plans

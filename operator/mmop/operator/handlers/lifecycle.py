@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from mmop.operator import kube
 from mmop.operator.handlers.state import MEMO_KEY, OperatorState
 from mmop.operator.metrics import OperatorMetrics
+from mmop.operator.reconcile import bounded, hub
 from mmop.operator.reconcile.model import Context
 from mmop.operator.settings import OperatorSettings
 
@@ -58,6 +59,24 @@ async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
     ours = OperatorSettings()
     configure_kopf(settings, ours)
     connection = kube.Connection.auto(os.environ.get("KUBECONFIG") or None)
+    # No pool limit: calls to runtime pods are bounded per model (bounded.Gates), so a pool
+    # shared by all models could only let one model's slow pods block the others.
+    http = httpx.AsyncClient(
+        timeout=ours.http_timeout_seconds,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+    )
+    resolver = (
+        hub.http_resolver(
+            http,
+            endpoint=ours.hub_endpoint,
+            token=ours.hub_token,
+            limits=bounded.Limits(
+                max_bytes=ours.probe_max_bytes, timeout=ours.http_timeout_seconds * 2
+            ),
+        )
+        if ours.pin_hub_revisions
+        else None
+    )
     context = Context(
         client=kube.KubeClient(
             connection,
@@ -65,9 +84,11 @@ async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
             user_agent=OPERATOR_USER_AGENT,
             max_in_flight=ours.api_max_in_flight,
         ),
-        http=httpx.AsyncClient(timeout=ours.http_timeout_seconds),
+        http=http,
         settings=ours,
         metrics=OperatorMetrics(),
+        gates=bounded.Gates(ours.probe_connections_per_model),
+        resolve_commit=resolver,
     )
     state = OperatorState(context=context)
     state.health_runner = await _start_health_server(state, port=ours.health_port)

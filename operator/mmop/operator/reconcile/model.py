@@ -21,18 +21,21 @@ from pydantic import ValidationError
 from mmop.operator import conditions, kube, metrics, models
 from mmop.operator.builders import meta
 from mmop.operator.builders.children import build_children
-from mmop.operator.reconcile import observe, probes, smoke
+from mmop.operator.reconcile import bounded, hub, observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
 from mmop.operator.reconcile.children import ChildrenReport, ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
 from mmop.operator.rollout import commands, machine, recovery
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
+from mmop.runtime import contract
 
 log = logging.getLogger(__name__)
 
 ROUTES_READY = "RoutesReady"
 CHILDREN_SYNCED = "ChildrenSynced"
+REVISION_PINNED = "RevisionPinned"
+HUB_RETRY_SECONDS = 30.0
 
 
 def _utcnow() -> datetime:
@@ -48,6 +51,18 @@ class Context:
     settings: OperatorSettings
     metrics: metrics.OperatorMetrics
     clock: Callable[[], datetime] = field(default=_utcnow)
+    gates: bounded.Gates = field(default_factory=bounded.Gates)
+    """Per-model connection limits for calls to runtime pods."""
+    resolve_commit: hub.Resolver | None = None
+    """Pins hf:// revisions to commits (None: pods get the revision as written)."""
+
+    def probe_limits(self, namespace: str, name: str) -> bounded.Limits:
+        """Bytes, time and connections one call to this model's pods may take."""
+        return bounded.Limits(
+            max_bytes=self.settings.probe_max_bytes,
+            timeout=self.settings.http_timeout_seconds,
+            gate=self.gates.for_model(namespace, name),
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,7 @@ async def reconcile_model(ctx: Context, *, namespace: str, name: str) -> Outcome
 async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     body = await ctx.client.get_or_none(kube.MULTIMODAL_MODEL, name=name, namespace=namespace)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        ctx.gates.forget(namespace, name)
         return Outcome("gone", None)
     now = ctx.clock()
     raw_status: dict[str, Any] = body.get("status") or {}
@@ -85,7 +101,24 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         return await _report_invalid(
             ctx, body=body, status=status, raw_status=raw_status, message=str(error), now=now
         )
+    faults = [e.name for e in mm.spec.runtime.env if e.name.startswith(contract.FAULT_ENV_PREFIX)]
+    if faults and not ctx.settings.allow_fault_env:
+        return await _report_invalid(
+            ctx,
+            body=body,
+            status=status,
+            raw_status=raw_status,
+            message=f"spec.runtime.env: {', '.join(faults)}: fault injection is not enabled in "
+            "this operator (MMOP_OPERATOR_ALLOW_FAULT_ENV)",
+            now=now,
+        )
     mm.status = status
+    pin_events: list[machine.Event] = []
+    held = await _pin_hub_revision(
+        ctx, mm=mm, body=body, raw_status=raw_status, now=now, events=pin_events
+    )
+    if held is not None:
+        return held
 
     actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
     recovered: list[machine.Event] = []
@@ -115,6 +148,13 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
     new_status = decision.status
     new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
     new_status.selector = meta.selector_string(meta.pod_selector(name))
+    live = {
+        new_status.stable_revision,
+        new_status.canary_revision,
+        mm.spec.revision(),
+        *(v.revision for v in new_status.versions),
+    }
+    new_status.hub_commits = {r: c for r, c in new_status.hub_commits.items() if r in live}
 
     mm.status = new_status
     if new_status.canary_version is not None or new_status.phase == models.Phase.DEPLOYING:
@@ -131,7 +171,7 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         unserved=unserved,
         keep_versions=retiring,
     )
-    events = [*recovered, *decision.events]
+    events = [*pin_events, *recovered, *decision.events]
     if new_status.canary_version in report.conflict_versions:
         # Its objects' names belong to another model: it must never get traffic.
         stopped = machine.stop_canary(
@@ -224,33 +264,40 @@ async def _observe(
     if status.canary_version and status.canary_revision:
         infos = _serving_pods(by_version, status.canary_version, status.canary_revision)
         canary = versions.get(status.canary_version)
+        limits = ctx.probe_limits(mm.metadata.namespace, name)
         if machine.wants_smoke_test(status) and canary is not None and canary.available and infos:
-            token = await _auth_token(ctx, mm)
-            smoke_token = await smoke.smoke_token(ctx.client, mm, create=False)
-            smoke_result = await probes.smoke_test(
-                ctx.http,
-                pod=infos[0],
-                model=name,
-                task=mm.spec.model.task,
-                token=token,
-                smoke_token=smoke_token,
-            )
-            if smoke_result.ok and machine.wants_golden_check(mm.spec, status):
-                golden = await _golden_check(
-                    ctx,
-                    mm=mm,
-                    pods=by_version,
-                    canary=infos[0],
-                    canary_token=token,
+            try:
+                token = await _auth_token(ctx, mm)
+            except _SecretUnreadable as error:
+                smoke_result = machine.SmokeResult(False, str(error))
+            else:
+                smoke_token = await smoke.smoke_token(ctx.client, mm, create=False)
+                smoke_result = await probes.smoke_test(
+                    ctx.http,
+                    pod=infos[0],
+                    model=name,
+                    task=mm.spec.model.task,
+                    token=token,
                     smoke_token=smoke_token,
+                    limits=limits,
                 )
+                if smoke_result.ok and machine.wants_golden_check(mm.spec, status):
+                    golden = await _golden_check(
+                        ctx,
+                        mm=mm,
+                        pods=by_version,
+                        canary=infos[0],
+                        canary_token=token,
+                        smoke_token=smoke_token,
+                        limits=limits,
+                    )
         if machine.wants_canary_metrics(status):
-            canary_metrics = await _metrics(ctx, mm, infos)
+            canary_metrics = await _metrics(ctx, mm, infos, limits=limits)
             if status.stable_version and status.stable_revision:
                 stable_pods = _serving_pods(
                     by_version, status.stable_version, status.stable_revision
                 )
-                stable_metrics = await _metrics(ctx, mm, stable_pods)
+                stable_metrics = await _metrics(ctx, mm, stable_pods, limits=limits)
     return machine.Observations(
         now=now,
         versions=versions,
@@ -270,6 +317,7 @@ async def _golden_check(
     canary: observe.PodInfo,
     canary_token: str | None,
     smoke_token: str | None,
+    limits: bounded.Limits,
 ) -> GoldenResult:
     """Compare one ready stable pod's answers to the golden set with the canary pod's."""
     status = mm.status
@@ -296,6 +344,7 @@ async def _golden_check(
         stable_token=stable_token,
         canary_token=canary_token,
         smoke_token=smoke_token,
+        limits=limits,
     )
 
 
@@ -310,15 +359,23 @@ def _serving_pods(
 
 
 async def _metrics(
-    ctx: Context, mm: models.MultimodalModel, pods: list[observe.PodInfo]
+    ctx: Context,
+    mm: models.MultimodalModel,
+    pods: list[observe.PodInfo],
+    *,
+    limits: bounded.Limits,
 ) -> models.MetricsSnapshot | None:
     """One version's cumulative counters: its pods' /metrics, or Prometheus when configured."""
     prometheus = ctx.settings.prometheus_url
     if prometheus:
         return await probes.prometheus_snapshot(
-            ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=pods
+            ctx.http, url=prometheus, namespace=mm.metadata.namespace, pods=pods, limits=limits
         )
-    return await probes.scrape(ctx.http, pods)
+    return await probes.scrape(ctx.http, pods, limits=limits)
+
+
+class _SecretUnreadable(Exception):
+    """The operator may not read the model's auth Secret (RBAC): the check fails, saying why."""
 
 
 async def _auth_token(ctx: Context, mm: models.MultimodalModel) -> str | None:
@@ -330,11 +387,91 @@ async def _token_from(
 ) -> str | None:
     if ref is None:
         return None
-    secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name, namespace=namespace)
+    try:
+        secret = await ctx.client.get_or_none(kube.SECRET, name=ref.name, namespace=namespace)
+    except kube.ApiError as error:
+        if error.status not in (401, 403):
+            raise
+        raise _SecretUnreadable(
+            f"cannot read Secret {namespace}/{ref.name} for the test inference "
+            f"(HTTP {error.status}): the operator needs get on Secrets in {namespace} "
+            "(chart value rbac.secretNamespaces)"
+        ) from None
     data = (secret or {}).get("data") or {}
     if ref.key not in data:
         return None
     return base64.b64decode(data[ref.key]).decode().strip()
+
+
+async def _pin_hub_revision(
+    ctx: Context,
+    *,
+    mm: models.MultimodalModel,
+    body: dict[str, Any],
+    raw_status: dict[str, Any],
+    now: datetime,
+    events: list[machine.Event],
+) -> Outcome | None:
+    """Resolve the spec's hf:// revision to a commit before its pods first exist; None to go
+    on, or the Outcome of holding everything (the hub cannot say which weights to deploy)."""
+    status, spec = mm.status, mm.spec
+    revision = spec.revision()
+    repo = hub.hub_repo(spec.model)
+    if repo is None or ctx.resolve_commit is None or revision in status.hub_commits:
+        return None
+    running = {
+        status.stable_revision,
+        status.canary_revision,
+        *(v.revision for v in status.versions),
+    }
+    if revision in running:
+        return None  # deployed before pinning existed: changing its pods now would be a rollout
+    source = f"hf://{repo}@{spec.model.revision}"
+    try:
+        commit = await ctx.resolve_commit(repo, spec.model.revision)
+    except hub.HubError as error:
+        message = f"waiting to pin {source} to a commit: {str(error)[:300]}"
+        previous = conditions.get(status.conditions, REVISION_PINNED)
+        status.conditions = conditions.set_condition(
+            status.conditions,
+            type_=REVISION_PINNED,
+            status="False",
+            reason="HubRevisionUnresolved",
+            message=message,
+            now=now,
+            generation=mm.metadata.generation,
+        )
+        status.message = f"{message}; nothing changes until it is resolved"
+        patch = merge_patch(raw_status, status.wire())
+        if patch is not None:
+            await ctx.client.patch_status(
+                kube.MULTIMODAL_MODEL,
+                name=mm.metadata.name,
+                namespace=mm.metadata.namespace,
+                status=patch,
+            )
+        if previous is None or previous.message != message:
+            await post_event(
+                ctx.client,
+                body=body,
+                now=now,
+                event=machine.Event("Warning", "HubRevisionUnresolved", message),
+            )
+        log.warning("%s/%s: %s", mm.metadata.namespace, mm.metadata.name, message)
+        return Outcome("hold", HUB_RETRY_SECONDS)
+    status.hub_commits = {**status.hub_commits, revision: commit}
+    message = f"{source} pinned to commit {commit}"
+    status.conditions = conditions.set_condition(
+        status.conditions,
+        type_=REVISION_PINNED,
+        status="True",
+        reason="Pinned",
+        message=message,
+        now=now,
+        generation=mm.metadata.generation,
+    )
+    events.append(machine.Event("Normal", "RevisionPinned", message))
+    return None
 
 
 def _routes_condition(

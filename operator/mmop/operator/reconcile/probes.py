@@ -1,4 +1,9 @@
-"""Talk to runtime pods: the canary's test inference and its /metrics."""
+"""Talk to runtime pods: the canary's test inference and its /metrics.
+
+Every call is bounded in bytes and time and gated per model (``bounded.Limits``): the pods run
+a tenant's image, and one tenant must not be able to exhaust the operator or starve another
+model's checks.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 import httpx
 
 from mmop.operator import models
+from mmop.operator.reconcile import bounded
 from mmop.operator.reconcile.observe import PodInfo
 from mmop.operator.rollout import analysis
 from mmop.operator.rollout.machine import SmokeResult
@@ -37,16 +43,19 @@ async def smoke_test(
     task: models.Task,
     token: str | None = None,
     smoke_token: str | None = None,
+    limits: bounded.Limits | None = None,
 ) -> SmokeResult:
     """A per-modality test inference through the whole pipeline of one canary pod, marked
     with the model's smoke-test token so the runtime counts it apart from user traffic."""
     headers = operator_headers(token=token, smoke_token=smoke_token)
     started = time.monotonic()
     try:
-        response = await http.post(
+        response = await bounded.post(
+            http,
             _base(pod) + contract.infer_path(model),
             json=contract.smoke_test_request(task.value),
             headers=headers,
+            limits=limits,
         )
     except httpx.HTTPError as error:
         return SmokeResult(False, f"pod {pod.name}: {type(error).__name__}: {error}")
@@ -56,23 +65,27 @@ async def smoke_test(
             False, f"pod {pod.name}: HTTP {response.status_code}: {response.text[:200]}"
         )
     try:
-        outputs = response.json().get("outputs")
+        payload = response.json()
+        outputs = payload.get("outputs") if isinstance(payload, dict) else None
     except ValueError:
         outputs = None
-    if not outputs:
+    if not outputs or not isinstance(outputs, list):
         return SmokeResult(False, f"pod {pod.name}: answer has no outputs")
-    names = ",".join(o.get("name", "?") for o in outputs)
+    names = ",".join(str(o.get("name", "?")) if isinstance(o, dict) else "?" for o in outputs)
+    names = names[:200]
     return SmokeResult(True, f"pod {pod.name} answered {names} in {ms:.0f} ms")
 
 
-async def scrape(http: httpx.AsyncClient, pods: list[PodInfo]) -> models.MetricsSnapshot | None:
+async def scrape(
+    http: httpx.AsyncClient, pods: list[PodInfo], *, limits: bounded.Limits | None = None
+) -> models.MetricsSnapshot | None:
     """Summed inference counters of the pods; None when any pod cannot be read (a partial
     sum would look like a counter reset)."""
     if not pods:
         return None
 
     async def one(pod: PodInfo) -> models.MetricsSnapshot:
-        response = await http.get(_base(pod) + contract.METRICS_PATH)
+        response = await bounded.get(http, _base(pod) + contract.METRICS_PATH, limits=limits)
         response.raise_for_status()
         return analysis.parse_runtime_metrics(response.text, pod=pod.name)
 
@@ -84,7 +97,12 @@ async def scrape(http: httpx.AsyncClient, pods: list[PodInfo]) -> models.Metrics
 
 
 async def prometheus_snapshot(
-    http: httpx.AsyncClient, *, url: str, namespace: str, pods: list[PodInfo]
+    http: httpx.AsyncClient,
+    *,
+    url: str,
+    namespace: str,
+    pods: list[PodInfo],
+    limits: bounded.Limits | None = None,
 ) -> models.MetricsSnapshot | None:
     """The same cumulative counters, from Prometheus instead of the pods.
 
@@ -114,13 +132,15 @@ async def prometheus_snapshot(
     results: dict[str, list[dict[str, object]]] = {}
     try:
         for key, query in queries.items():
-            response = await http.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query})
+            response = await bounded.get(
+                http, f"{url.rstrip('/')}/api/v1/query", params={"query": query}, limits=limits
+            )
             response.raise_for_status()
             payload = response.json()
-            if payload.get("status") != "success":
+            if not isinstance(payload, dict) or payload.get("status") != "success":
                 return None
             results[key] = payload["data"]["result"]
-    except (httpx.HTTPError, ValueError, KeyError):
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
 
     def scalar(key: str) -> float:

@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 
 from mmop.operator import kube, models
+from mmop.operator.reconcile import bounded
 from mmop.operator.reconcile.observe import PodInfo
 from mmop.operator.reconcile.probes import operator_headers
 from mmop.operator.rollout.quality import GoldenResult, metric_for
 from mmop.runtime import contract, golden, scoring
 
-CONCURRENCY = 4  # golden samples in flight at once (each goes to both pods)
+CONCURRENCY = 2  # golden samples in flight at once: each goes to both pods, so 4 calls, the
+# per-model probe gate (bounded.DEFAULT_CONNECTIONS), whose wait counts in the call timeout
 
 
 async def load_golden_set(
@@ -49,10 +51,15 @@ async def _ask(
     path: str,
     body: dict[str, Any],
     headers: dict[str, str],
+    limits: bounded.Limits | None,
 ) -> dict[str, Any]:
     try:
-        response = await http.post(
-            f"http://{pod.ip}:{contract.HTTP_PORT}{path}", json=body, headers=headers
+        response = await bounded.post(
+            http,
+            f"http://{pod.ip}:{contract.HTTP_PORT}{path}",
+            json=body,
+            headers=headers,
+            limits=limits,
         )
     except httpx.HTTPError as error:
         raise _Unanswered(f"pod {pod.name}: {type(error).__name__}: {error}") from None
@@ -79,6 +86,7 @@ async def compare_golden_set(
     stable_token: str | None = None,
     canary_token: str | None = None,
     smoke_token: str | None = None,
+    limits: bounded.Limits | None = None,
 ) -> GoldenResult:
     """Send every sample to both pods and score the pairs: the mean of all item scores.
     Any unanswered or incomparable sample makes the result incomplete (a problem, no score)."""
@@ -93,8 +101,22 @@ async def compare_golden_set(
         async with limit:
             try:
                 stable_answer, canary_answer = await asyncio.gather(
-                    _ask(http, pod=stable, path=path, body=body, headers=stable_headers),
-                    _ask(http, pod=canary, path=path, body=body, headers=canary_headers),
+                    _ask(
+                        http,
+                        pod=stable,
+                        path=path,
+                        body=body,
+                        headers=stable_headers,
+                        limits=limits,
+                    ),
+                    _ask(
+                        http,
+                        pod=canary,
+                        path=path,
+                        body=body,
+                        headers=canary_headers,
+                        limits=limits,
+                    ),
                 )
             except _Unanswered as error:
                 raise _Unanswered(f"sample {key!r}: {error}") from None
@@ -123,6 +145,7 @@ async def golden_check(
     stable_token: str | None,
     canary_token: str | None,
     smoke_token: str | None = None,
+    limits: bounded.Limits | None = None,
 ) -> GoldenResult:
     """The whole golden-set comparison for the state machine; never raises for bad input."""
     gate = mm.spec.rollout.quality
@@ -150,4 +173,5 @@ async def golden_check(
         stable_token=stable_token,
         canary_token=canary_token,
         smoke_token=smoke_token,
+        limits=limits,
     )

@@ -35,7 +35,7 @@ def _no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def http(apiserver: ServerHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=apiserver.url, timeout=10) as client:
+    with httpx.Client(base_url=apiserver.url, timeout=10, headers=apiserver.headers) as client:
         yield client
 
 
@@ -49,7 +49,9 @@ def namespace(http: httpx.Client) -> str:
 
 @pytest.fixture(scope="module")
 def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", apiserver.url)
+    return write_kubeconfig(
+        tmp_path_factory.mktemp("kube") / "config", apiserver.url, token=apiserver.token
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ timeouts, selectors, and 410 Gone after compaction (HTTP and the project's KubeC
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -120,6 +121,61 @@ def test_bookmarks_carry_the_current_resource_version(http: httpx.Client, namesp
     assert int(found[0]["object"]["metadata"]["resourceVersion"]) >= int(
         other["metadata"]["resourceVersion"]
     )
+
+
+def test_a_busy_watch_still_gets_bookmarks_within_the_interval(
+    apiserver: ServerHandle, http: httpx.Client, namespace: str
+) -> None:
+    """Changes every 50 ms, bookmarks every 0.3 s: a bookmark must not wait for a quiet
+    moment that never comes, and never claim an event the client has not received yet."""
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    rv = http.get(path).json()["metadata"]["resourceVersion"]
+    stop = threading.Event()
+    writer_http = httpx.Client(base_url=apiserver.url, timeout=10, headers=apiserver.headers)
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            writer_http.post(path, json={"metadata": {"name": f"busy-{i}"}})
+            i += 1
+            stop.wait(0.05)
+
+    writer = threading.Thread(target=write, daemon=True)
+    found: list[dict[str, Any]] = []
+    try:
+        with http.stream(
+            "GET",
+            path,
+            params={
+                "watch": "true",
+                "timeoutSeconds": "10",
+                "resourceVersion": rv,
+                "allowWatchBookmarks": "true",
+            },
+        ) as response:
+            writer.start()
+            for line in response.iter_lines():
+                if line.strip():
+                    found.append(json.loads(line))
+                if sum(e["type"] == "BOOKMARK" for e in found) >= 2:
+                    break
+    finally:
+        stop.set()
+        writer.join(10)
+        writer_http.close()
+    kinds = [e["type"] for e in found]
+    assert kinds.count("BOOKMARK") >= 2, kinds
+    first = kinds.index("BOOKMARK")
+    assert kinds[:first].count("ADDED") >= 2  # it was busy before the first bookmark
+    seen = bookmark = 0
+    for event in found:
+        event_rv = int(event["object"]["metadata"]["resourceVersion"])
+        if event["type"] == "BOOKMARK":
+            assert event_rv >= seen  # it covers what was delivered
+            bookmark = event_rv
+        else:
+            assert event_rv > bookmark  # and claimed nothing still on its way
+            seen = max(seen, event_rv)
 
 
 def test_timeout_seconds_ends_the_stream(http: httpx.Client, namespace: str) -> None:

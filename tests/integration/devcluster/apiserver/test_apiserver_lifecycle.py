@@ -16,7 +16,8 @@ from mmop.operator import kube
 async def test_async_context_manager() -> None:
     async with ApiServer(host="127.0.0.1", port=0) as server:
         assert server.port != 0 and server.url == f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
             assert (await client.get("/version")).json()["minor"] == "35"
             created = await client.post(
                 "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "a"}}
@@ -48,7 +49,9 @@ def test_thread_handle_stops() -> None:
 async def test_kubeconfig_works_with_the_official_loader(
     apiserver: ServerHandle, tmp_path: Path
 ) -> None:
-    path = write_kubeconfig(tmp_path / "nested" / "config", apiserver.url, namespace="team")
+    path = write_kubeconfig(
+        tmp_path / "nested" / "config", apiserver.url, namespace="team", token=apiserver.token
+    )
     assert path.stat().st_mode & 0o777 == 0o600
     connection = kube.Connection.from_kubeconfig(str(path))
     assert connection.server == apiserver.url and connection.token

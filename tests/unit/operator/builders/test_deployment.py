@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mmop.operator import models
@@ -147,13 +148,17 @@ class TestBuildDeployment:
         }
         assert _container(dep)["resources"]["limits"]["memory"] == clip.spec.resources.memory
 
-    def test_user_env_overrides_and_auth_secret(
+    def test_user_env_never_overrides_the_operators_and_auth_secret(
         self, clip: models.MultimodalModel, options: BuildOptions
     ) -> None:
+        # model_copy skips validation: what a spec that slipped past the CRD would hold.
         runtime = clip.spec.runtime.model_copy(
             update={
                 "env": [
-                    models.EnvVar(name=contract.ENV_MAX_DELAY_MS, value="9"),
+                    models.EnvVar.model_construct(name=contract.ENV_MAX_DELAY_MS, value="9"),
+                    models.EnvVar.model_construct(name=contract.ENV_TRUST_REMOTE_CODE, value="1"),
+                    models.EnvVar.model_construct(name=contract.ENV_AUTH_TOKEN, value="plain"),
+                    models.EnvVar(name=contract.ENV_FAULT_ERROR_RATE, value="1"),
                     models.EnvVar(name="EXTRA", value="1"),
                 ],
                 "auth_secret_ref": models.SecretKeyRef(name="clip-token"),
@@ -162,13 +167,39 @@ class TestBuildDeployment:
         mm = clip.model_copy(update={"spec": clip.spec.model_copy(update={"runtime": runtime})})
         dep = _build(mm, options)
         names = [e["name"] for e in _container(dep)["env"]]
-        assert names.count(contract.ENV_MAX_DELAY_MS) == 1
+        for name in (contract.ENV_MAX_DELAY_MS, contract.ENV_TRUST_REMOTE_CODE):
+            assert names.count(name) == 1
         env = _env(dep)
-        assert env[contract.ENV_MAX_DELAY_MS] == "9"
+        assert env[contract.ENV_MAX_DELAY_MS] == "5"
+        assert env[contract.ENV_TRUST_REMOTE_CODE] == "false"
         assert env["EXTRA"] == "1"
+        assert contract.ENV_FAULT_ERROR_RATE not in env
         assert env[contract.ENV_AUTH_TOKEN] == {
             "secretKeyRef": {"name": "clip-token", "key": "token"}
         }
+        allowed = _env(_build(mm, dataclasses.replace(options, allow_fault_env=True)))
+        assert allowed[contract.ENV_FAULT_ERROR_RATE] == "1"
+
+    def test_every_name_the_operator_sets_is_reserved(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        runtime = clip.spec.runtime.model_copy(
+            update={"auth_secret_ref": models.SecretKeyRef(name="clip-token")}
+        )
+        mm = clip.model_copy(update={"spec": clip.spec.model_copy(update={"runtime": runtime})})
+        ours = set(_env(_build(mm, options)))
+        assert ours <= set(contract.RESERVED_ENV)
+
+    def test_a_pinned_hub_commit_is_what_the_pods_download(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        commit = "0123456789abcdef0123456789abcdef01234567"
+        revision = clip.spec.revision()
+        status = clip.status.model_copy(update={"hub_commits": {revision: commit}})
+        pinned = clip.model_copy(update={"status": status})
+        assert _env(_build(pinned, options))[contract.ENV_REVISION] == commit
+        assert _env(_build(clip, options))[contract.ENV_REVISION] == "main"
+        assert pinned.spec.revision() == revision  # pinning never starts a rollout
 
     def test_pvc_source_is_mounted_read_only(
         self, clip: models.MultimodalModel, options: BuildOptions
