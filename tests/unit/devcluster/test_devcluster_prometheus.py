@@ -3,12 +3,14 @@ Prometheus' Kubernetes SD labels pods, and the prometheus-adapter query expansio
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mmop.devcluster import cli
 from mmop.devcluster import prometheus as prom
 
 
@@ -182,3 +184,18 @@ def test_find_binary(tmp_path: Path) -> None:
     assert prom.find_binary({"PATH": str(tmp_path)}) == str(binary)
     assert prom.find_binary({"PATH": "", prom.BINARY_ENV: str(binary)}) == str(binary)
     assert prom.find_binary({"PATH": str(tmp_path), prom.BINARY_ENV: "/nope"}) is None
+
+
+def test_mmop_dev_prometheus_refuses_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    state = ["--state-dir", str(tmp_path / "state")]
+    monkeypatch.setenv(prom.BINARY_ENV, str(tmp_path / "no-prometheus"))
+    assert cli.run(parser.parse_args(["--prometheus", *state])) == 1
+    assert "prometheus not found" in capsys.readouterr().out
+    bad = parser.parse_args(["--prometheus", "--scrape-interval", "often", *state])
+    assert cli.run(bad) == 2
+    assert "--scrape-interval" in capsys.readouterr().out
+    assert not (tmp_path / "state").exists()  # nothing was started
