@@ -436,12 +436,12 @@ class DevCluster:
         deadline = time.monotonic() + PROMETHEUS_START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                self._prometheus = None
+                self.stop_prometheus()
                 raise RuntimeError(
                     f"prometheus exited with status {process.returncode}; see {self.prometheus_log}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/-/ready", timeout=2, trust_env=False).status_code == 200:
                     return
             time.sleep(0.2)
         self.stop_prometheus()
