@@ -61,6 +61,20 @@ def helm_bin() -> str:
 
 
 @pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """The distribution's prometheus (scripts/setup installs it where it can). Absent: a skip
+    on a developer's machine, a failure in CI (CI set), where the tests must run."""
+    from mmop.devcluster import prometheus
+
+    found = prometheus.find_binary()
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"prometheus not found in CI: {prometheus.INSTALL_HINT}", pytrace=False)
+    pytest.skip(f"prometheus not found: {prometheus.INSTALL_HINT}")
+
+
+@pytest.fixture(scope="session")
 def shared_schemas() -> Path:
     if not SHARED_SCHEMAS.is_dir():
         pytest.skip(f"third-party CRD schemas not found at {SHARED_SCHEMAS}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mmop.devcluster import demo, manifests
+from mmop.devcluster import prometheus as prom
 from mmop.devcluster.cluster import DevCluster
 from mmop.devcluster.progress import follow_models
 from mmop.operator import kube
@@ -21,6 +22,7 @@ from mmop.operator import kube
 DEFAULT_STATE_DIR: Final = ".mmop-dev"
 DEFAULT_ROUTER_PORT: Final = 8000
 OPERATOR_WATCH_SECONDS: Final = 1.0
+PROMETHEUS_URL_ENV: Final = "MMOP_OPERATOR_PROMETHEUS_URL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +61,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not run the operator (run your own: mmop run --kubeconfig ...)",
     )
     parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help=(
+            "run a real Prometheus (the `prometheus` binary) that scrapes the pods with the "
+            "chart's PodMonitor, and base the operator's canary analysis on it"
+        ),
+    )
+    parser.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=0,
+        help="Prometheus' port with --prometheus (default: a free port)",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        default=prom.DEFAULT_SCRAPE_INTERVAL,
+        help=(
+            f"Prometheus' scrape interval with --prometheus "
+            f"(default {prom.DEFAULT_SCRAPE_INTERVAL})"
+        ),
+    )
+    parser.add_argument(
         "--state-dir",
         default=DEFAULT_STATE_DIR,
         help=f"kubeconfig, logs, models and volumes (default ./{DEFAULT_STATE_DIR})",
@@ -83,10 +107,17 @@ def _usage(cluster: DevCluster, *, operator: bool, demo_request: Path | None) ->
     _say(f"  router      {cluster.router_url}")
     _say(f"  kubeconfig  {cluster.kubeconfig}")
     _say(f"  logs        {cluster.logs_dir}/  (pods: NAMESPACE/POD.log, operator.log)")
+    if cluster.prometheus_url is not None:
+        _say(f"  prometheus  {cluster.prometheus_url}  (canary analysis reads it)")
     if operator and cluster.operator is not None:
         _say(f"  operator    pid {cluster.operator.pid}")
     else:
-        _say(f"  operator    not started: mmop run --kubeconfig {kubeconfig}")
+        env = (
+            f"{PROMETHEUS_URL_ENV}={cluster.prometheus_url} "
+            if cluster.prometheus_url is not None
+            else ""
+        )
+        _say(f"  operator    not started: {env}mmop run --kubeconfig {kubeconfig}")
     _say()
     _say(f"  export KUBECONFIG={kubeconfig}")
     _say("  kubectl get mmmodels")
@@ -146,6 +177,15 @@ def run(args: argparse.Namespace) -> int:
             _say("mmop dev: building the demo model (once) ...")
         documents.append(demo.manifest(demo.ensure_model(state_dir)))
         demo_request = demo.write_request(state_dir)
+    if args.prometheus:
+        try:
+            prom.duration_seconds(args.scrape_interval)
+        except ValueError as error:
+            _say(f"mmop dev: --scrape-interval: {error}")
+            return 2
+        if prom.find_binary() is None:
+            _say(f"mmop dev: --prometheus: prometheus not found: {prom.INSTALL_HINT}")
+            return 1
     cluster = DevCluster(
         state_dir, api_port=args.port, router_port=args.router_port, gpus=args.gpus
     )
@@ -156,8 +196,18 @@ def run(args: argparse.Namespace) -> int:
         cluster.stop()
         return 1
     try:
+        operator_env: dict[str, str] = {}
+        if args.prometheus:
+            try:
+                url = cluster.start_prometheus(
+                    scrape_interval=args.scrape_interval, port=args.prometheus_port
+                )
+            except (RuntimeError, OSError) as error:
+                _say(f"mmop dev: {error}")
+                return 1
+            operator_env[PROMETHEUS_URL_ENV] = url
         if not args.no_operator:
-            cluster.start_operator()
+            cluster.start_operator(env=operator_env)
         try:
             for obj in cluster.apply(documents):
                 meta = obj.get("metadata") or {}

@@ -14,20 +14,27 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+import httpx
+import yaml
+
 from mmop.devcluster import manifests, meshcrds
+from mmop.devcluster import prometheus as prom
 from mmop.devcluster.apiserver import ApiServer, write_kubeconfig
 from mmop.devcluster.informer import Cache
 from mmop.devcluster.kubelet import KINDS as KUBELET_KINDS
@@ -42,6 +49,7 @@ T = TypeVar("T")
 START_TIMEOUT: Final = 60.0
 CALL_TIMEOUT: Final = 120.0
 OPERATOR_STOP_TIMEOUT: Final = 30.0
+PROMETHEUS_START_TIMEOUT: Final = 60.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,6 +102,9 @@ class DevCluster:
         self._router: Router | None = None
         self._operator: subprocess.Popen[bytes] | None = None
         self.operator_health_port: int | None = None
+        self._prometheus: subprocess.Popen[bytes] | None = None
+        self._prometheus_url: str | None = None
+        self._pod_discovery: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> DevCluster:
@@ -115,6 +126,8 @@ class DevCluster:
             return
         with contextlib.suppress(Exception):
             self.stop_operator()
+        with contextlib.suppress(Exception):
+            self.stop_prometheus()
         if self._thread.is_alive() and self._ready.is_set() and self._error is None:
             future = asyncio.run_coroutine_threadsafe(self._astop(), self._loop)
             try:
@@ -333,4 +346,144 @@ class DevCluster:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
         self._operator = None
+        return process.returncode
+
+    # --- Prometheus ------------------------------------------------------------------------------
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.state_dir / "prometheus"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` of the Prometheus started by :meth:`start_prometheus`."""
+        return self._prometheus_url
+
+    @property
+    def prometheus_log(self) -> Path:
+        return self.logs_dir / "prometheus.log"
+
+    def start_prometheus(
+        self,
+        *,
+        scrape_interval: str = prom.DEFAULT_SCRAPE_INTERVAL,
+        pod_monitor: Mapping[str, Any] | None = None,
+        port: int = 0,
+        binary: str | None = None,
+    ) -> str:
+        """Run the distribution's ``prometheus`` scraping the pods that ``pod_monitor`` (default:
+        the chart's runtime PodMonitor) selects, every ``scrape_interval``; returns its URL once
+        it is ready. Its queries are logged to ``prometheus_dir/queries.log``."""
+        if self._prometheus is not None and self._prometheus.poll() is None:
+            assert self._prometheus_url is not None
+            return self._prometheus_url
+        found = binary or prom.find_binary()
+        if found is None:
+            raise RuntimeError(f"prometheus not found: {prom.INSTALL_HINT}")
+        monitor = prom.with_interval(pod_monitor or prom.runtime_pod_monitor(), scrape_interval)
+        configs, discoveries = prom.use_file_discovery(
+            prom.scrape_configs_from_pod_monitor(monitor, kubeconfig=self.kubeconfig),
+            directory=self.prometheus_dir / "targets",
+        )
+        config = prom.prometheus_config(configs, query_log=self.prometheus_dir / "queries.log")
+        # Each start begins with empty storage, as the API server begins with an empty cluster.
+        shutil.rmtree(self.prometheus_dir / "data", ignore_errors=True)
+        (self.prometheus_dir / "targets").mkdir(parents=True, exist_ok=True)
+        self.run(self._start_pod_discovery(discoveries))
+        config_file = self.prometheus_dir / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        listen = f"{self._host}:{port or free_port(self._host)}"
+        command = prom.command(
+            found, config_file=config_file, data_dir=self.prometheus_dir / "data", listen=listen
+        )
+
+        def spawn() -> subprocess.Popen[bytes]:
+            self.prometheus_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.prometheus_log.open("ab") as out:
+                return subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.prometheus_dir,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
+
+        self._prometheus = self._call_in_loop_thread(spawn)
+        self._prometheus_url = f"http://{listen}"
+        self._wait_prometheus_ready(self._prometheus, self._prometheus_url)
+        log.info("prometheus started (pid %s) at %s", self._prometheus.pid, self._prometheus_url)
+        return self._prometheus_url
+
+    async def _start_pod_discovery(self, discoveries: list[prom.PodDiscovery]) -> None:
+        """Write the target files now, then whenever the watched pods change."""
+        assert self._cache is not None, "not started"
+        if self._pod_discovery is not None:
+            self._pod_discovery.cancel()
+        changed = self._cache.subscribe()
+        written: dict[Path, str] = {}
+
+        def write() -> None:
+            pods = list(self._cache[kube.POD]) if self._cache is not None else []
+            for discovery in discoveries:
+                groups = prom.pod_target_groups(pods, namespaces=discovery.namespaces)
+                text = json.dumps(groups, indent=1, sort_keys=True)
+                if written.get(discovery.file) != text:
+                    partial = discovery.file.with_name(discovery.file.name + ".partial")
+                    partial.write_text(text)
+                    partial.replace(discovery.file)  # atomic: Prometheus never reads half a file
+                    written[discovery.file] = text
+
+        async def follow() -> None:
+            while True:
+                await changed.wait()
+                changed.clear()
+                write()
+
+        changed.clear()
+        write()
+        self._pod_discovery = asyncio.create_task(follow(), name="prometheus-pod-discovery")
+
+    async def _stop_pod_discovery(self) -> None:
+        task, self._pod_discovery = self._pod_discovery, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _wait_prometheus_ready(self, process: subprocess.Popen[bytes], url: str) -> None:
+        deadline = time.monotonic() + PROMETHEUS_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.stop_prometheus()
+                raise RuntimeError(
+                    f"prometheus exited with status {process.returncode}; see {self.prometheus_log}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/-/ready", timeout=2, trust_env=False).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.stop_prometheus()
+        raise RuntimeError(
+            f"prometheus was not ready within {PROMETHEUS_START_TIMEOUT:.0f}s; "
+            f"see {self.prometheus_log}"
+        )
+
+    def stop_prometheus(self, *, timeout: float = OPERATOR_STOP_TIMEOUT) -> int | None:
+        """SIGTERM Prometheus and wait (SIGKILL after ``timeout``); its exit status."""
+        process, self._prometheus, self._prometheus_url = self._prometheus, None, None
+        if self._pod_discovery is not None and self._thread is not None:
+            with contextlib.suppress(Exception):
+                self.run(self._stop_pod_discovery(), timeout=10)
+        if process is None:
+            return None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
         return process.returncode
