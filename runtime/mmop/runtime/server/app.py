@@ -176,7 +176,6 @@ def create_app(
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         try:
             plane.check_model(name, version)
-            smoke_test = contract.SMOKE_TEST_HEADER in request.headers
             with plane.admit() as admission:
                 body = await read_body_within(request, limit=limit, seconds=body_seconds)
                 document = await plane.infer(
@@ -185,7 +184,7 @@ def create_app(
                     admission=admission,
                     header_length=_binary_header_length(request),
                     version=version,
-                    smoke_test=smoke_test,
+                    smoke_test=contract.SMOKE_TEST_HEADER in request.headers,
                 )
             response = json_response(document)
         except Exception as exc:
@@ -193,7 +192,7 @@ def create_app(
         # Mirror user traffic only: not the operator's own requests, not requests mirrored here.
         if (
             mirror is not None
-            and not smoke_test
+            and contract.SMOKE_TEST_HEADER not in request.headers
             and contract.MIRROR_HEADER not in request.headers
             and mirror.sample()
         ):
