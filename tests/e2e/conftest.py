@@ -76,7 +76,13 @@ def client(cluster: DevCluster) -> kube.KubeClient:
 
 
 def model_manifest(
-    name: str, *, source: Path, version: str = "v1", namespace: str = "default", **rollout: Any
+    name: str,
+    *,
+    source: Path,
+    version: str = "v1",
+    namespace: str = "default",
+    router: str = "Istio",
+    **rollout: Any,
 ) -> dict[str, Any]:
     """A CPU-only MultimodalModel with a fast rollout for tests."""
     return {
@@ -89,7 +95,7 @@ def model_manifest(
             "runtime": {"batching": {"maxBatchSize": 8, "maxDelayMs": 2}},
             "resources": {"gpu": 0, "cpu": "500m", "memory": "2Gi"},
             "replicas": 1,
-            "traffic": {"router": "Istio"},
+            "traffic": {"router": router},
             "rollout": {
                 "steps": [50, 100],
                 "stepInterval": "4s",
@@ -177,11 +183,21 @@ def model_name() -> str:
 
 
 @pytest.fixture
+def router() -> str:
+    """The ready_model's spec.traffic.router (a test parametrizes ``router`` for another)."""
+    return "Istio"
+
+
+@pytest.fixture
 def ready_model(
-    cluster: DevCluster, kubectl: Callable[..., str], tiny_clip: Path, model_name: str
+    cluster: DevCluster,
+    kubectl: Callable[..., str],
+    tiny_clip: Path,
+    model_name: str,
+    router: str,
 ) -> Iterator[str]:
     """A model at v1, Ready, serving through the router; deleted afterwards."""
-    apply(kubectl, model_manifest(model_name, source=tiny_clip))
+    apply(kubectl, model_manifest(model_name, source=tiny_clip, router=router))
     kubectl("wait", "--for=condition=Ready", f"multimodalmodel/{model_name}", "--timeout=180s")
     yield model_name
     kubectl("delete", "multimodalmodel", model_name, "--wait=false", check=False)

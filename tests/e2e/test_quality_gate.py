@@ -1,7 +1,8 @@
 """End to end, the quality gate (spec.rollout.quality) on `mmop dev`'s control plane: a canary
 with other weights (healthy, fast, error-free, but wrong) is stopped by the golden set before it
 gets any weight, while the stable serves every request; the same weights under a new version
-go through."""
+go through; a canary that passes the golden set but answers real traffic differently is rolled
+back by the live comparison of mirrored requests, with each router."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from mmop.runtime import contract
 
 from .conftest import Traffic, apply, model_manifest, status_of, wait_for
 
@@ -122,3 +127,44 @@ def test_live_comparison_of_mirrored_requests_gates_the_steps(
     assert _pods(kubectl, ready_model, "v2") == canary_pods
     assert "MMOP_MIRROR_URL" in _env(kubectl, f"{ready_model}-v2")
     assert [a for a in traffic.answers[mark:] if a[0] != 200] == []
+
+
+@pytest.mark.parametrize("router", ["Service", "GatewayAPI"])
+def test_a_canary_that_answers_real_traffic_differently_is_stopped_by_the_live_comparison(
+    kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic, router: str
+) -> None:
+    """Right answers to the operator's own requests (test inference, golden set), wrong ones to
+    real traffic (MMOP_FAULT_WRONG_ANSWERS, spared for the genuine smoke token): the golden set
+    passes, the canary gets weight, and the mirrored comparisons roll it back."""
+    mark = traffic.mark()
+    manifest = model_manifest(
+        ready_model,
+        source=tiny_clip,
+        version="v2",
+        router=router,
+        quality={"mirrorPercent": 100, "minSamples": 3},
+    )
+    manifest["spec"]["runtime"]["env"] = [
+        {"name": contract.ENV_FAULT_WRONG_ANSWERS, "value": "true"},
+        {"name": contract.ENV_FAULT_SPARE_SMOKE_TEST, "value": "true"},
+    ]
+    apply(kubectl, manifest)
+    failed = wait_for(
+        lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
+        within=180,
+        what="rollback by the live comparison",
+    )
+    assert failed["stableVersion"] == "v1" and failed.get("canaryVersion") is None
+    last = failed["history"][-1]
+    assert last["result"] == "RolledBack"
+    assert last["reason"].startswith("QualityCheckFailed: "), last
+    assert "live comparisons" in last["reason"] and "label_agreement 0.0000" in last["reason"]
+    events = _events(kubectl, ready_model)
+    # the golden set (the operator's own requests) passed: the live comparison stopped it
+    (passed,) = [e for e in events if e["reason"] == "QualityCheckPassed"]
+    assert "golden set" in passed["message"]
+    assert [e for e in events if e["reason"] == "CanaryCheckFailed"]
+    # the canary had weight, and the stable answered every request it got
+    seen = traffic.since(mark)
+    assert any(v == "v2" for (_, v) in seen), seen
+    assert [a for a in traffic.answers[mark:] if a[1] == "v1" and a[0] != 200] == []

@@ -96,6 +96,12 @@ ENV_FAULT_LATENCY_MS: Final = "MMOP_FAULT_LATENCY_MS"  # extra latency added to 
 # "true": requests with the smoke-test header are spared the injected errors (a canary that
 # passes its test inference and then fails in the analysis, the path a rollout test wants)
 ENV_FAULT_SPARE_SMOKE_TEST: Final = "MMOP_FAULT_SPARE_SMOKE_TEST"
+# "true": infer answers are wrong but well-formed (scores and embeddings negated, strings
+# replaced by FAULT_WRONG_TEXT); with the spare above, the operator's own requests (test
+# inference, golden set) get right answers: a canary that passes the golden set, then answers
+# real traffic differently from stable (what the live comparison must stop).
+ENV_FAULT_WRONG_ANSWERS: Final = "MMOP_FAULT_WRONG_ANSWERS"
+FAULT_WRONG_TEXT: Final = "mmop injected wrong answer"
 # The container's memory limit in bytes (the operator sets it from the Downward API's
 # limits.memory); the runtime fits its queue and receive buffers into it.
 ENV_MEMORY_LIMIT_BYTES: Final = "MMOP_MEMORY_LIMIT_BYTES"

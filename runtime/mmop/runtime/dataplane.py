@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
@@ -415,6 +416,10 @@ class DataPlane:
                 prepared.samples, admitted_at=admission.admitted_at, ticket=ticket
             )
         outputs = _select_outputs(task.postprocess(prepared, results), request.outputs)
+        if self.settings.fault_wrong_answers and not (
+            smoke_test and self.settings.fault_spare_smoke_test
+        ):
+            outputs = [_wrong(output) for output in outputs]
         return protocol.infer_response(
             model_name=self.name,
             model_version=self.version,
@@ -541,6 +546,15 @@ async def _in_daemon_thread(function: Callable[[], None], *, name: str) -> None:
 def _warmup_request(task: str) -> InferRequest:
     body = orjson.dumps(contract.smoke_test_request(task))
     return protocol.parse_infer_request(body, max_items=16)
+
+
+def _wrong(output: OutputTensor) -> OutputTensor:
+    """The fault MMOP_FAULT_WRONG_ANSWERS: the same shape and type, another answer."""
+    if isinstance(output.data, list):
+        data: Any = [contract.FAULT_WRONG_TEXT] * len(output.data)
+    else:
+        data = -output.data
+    return dataclasses.replace(output, data=data)
 
 
 def _select_outputs(

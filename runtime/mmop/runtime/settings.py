@@ -178,6 +178,11 @@ class RuntimeSettings(BaseSettings):
         description="no injected errors for the operator's test inferences (requests "
         "with a genuine smoke-test header)",
     )
+    fault_wrong_answers: bool = Field(
+        False,
+        description="well-formed but wrong infer answers (negated numbers, replaced strings); "
+        "spared like the errors",
+    )
 
     # --- memory and connections -----------------------------------------------------------------
     memory_limit_bytes: int | None = Field(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 
-from mmop.runtime import contract, scoring
+from mmop.runtime import contract, protocol, scoring
+from mmop.runtime.dataplane import _wrong
 
 
 def _answer(*outputs: dict[str, Any]) -> dict[str, Any]:
@@ -300,3 +304,32 @@ class TestScorePairMalformed:
     def test_empty_batch_has_no_scores(self) -> None:
         empty = _answer(_strings("text", []))
         assert scoring.score_pair(contract.TASK_ASR, empty, empty) == []
+
+
+def test_the_wrong_answers_fault_scores_as_wrong_in_every_metric() -> None:
+    """MMOP_FAULT_WRONG_ANSWERS (the e2e live-comparison test's canary) must look wrong to
+    every scorer, while keeping the answer well-formed (same names, shapes, datatypes)."""
+
+    def doc(outputs: list[protocol.OutputTensor]) -> dict[str, Any]:
+        body = protocol.infer_response(
+            model_name="m", model_version=None, request_id=None, outputs=outputs
+        )
+        return json.loads(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
+
+    scores = protocol.OutputTensor("scores", "FP32", (2, 3), np.array([[0.1, 0.7, 0.2]] * 2))
+    labels = protocol.OutputTensor("label", "BYTES", (2,), ["cat", "cat"])
+    embedding = protocol.OutputTensor("image_embeds", "FP32", (1, 2), np.array([[0.6, 0.8]]))
+    text = protocol.OutputTensor("text", "BYTES", (1,), ["a cat on a mat"])
+    right = [scores, labels]
+    wrong = [_wrong(o) for o in right]
+    assert [(o.name, o.datatype, o.shape) for o in wrong] == [
+        (o.name, o.datatype, o.shape) for o in right
+    ]
+    task = contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION
+    assert scoring.score_pair(task, doc(right), doc(wrong)) == [0.0, 0.0]
+    assert scoring.score_pair(task, doc(right), doc(right)) == [1.0, 1.0]
+    embed_task = contract.TASK_IMAGE_TEXT_EMBEDDING
+    cosine = scoring.score_pair(embed_task, doc([embedding]), doc([_wrong(embedding)]))
+    assert cosine == [pytest.approx(-1.0)]
+    caption = scoring.score_pair(contract.TASK_IMAGE_TO_TEXT, doc([text]), doc([_wrong(text)]))
+    assert caption == [0.0]

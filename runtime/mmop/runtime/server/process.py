@@ -178,11 +178,12 @@ def serve(settings: RuntimeSettings) -> int:
         settings.max_delay_ms,
         settings.max_queue_size,
     )
-    if settings.fault_error_rate or settings.fault_latency_ms:
+    if settings.fault_error_rate or settings.fault_latency_ms or settings.fault_wrong_answers:
         log.warning(
-            "fault injection is on: error rate %g, added latency %g ms",
+            "fault injection is on: error rate %g, added latency %g ms, wrong answers %s",
             settings.fault_error_rate,
             settings.fault_latency_ms,
+            settings.fault_wrong_answers,
         )
     if settings.mirror_enabled:
         log.info(
