@@ -71,10 +71,21 @@ def batch_wait(
     being decoded, their samples are as good as queued: the wait goes on as long as samples
     keep arriving within ``max(max_delay, arrival_gap)`` of the newest one, so requests that
     arrive together run together, not as one early sample followed by all the others.
+
+    No batching tax when idle: one request (all waiting samples arrived together, at
+    ``newest_enqueued_at``) that found the worker free and no other request being decoded runs
+    at once. Under load requests arrive while others are decoded or while a forward pass runs,
+    and the delay applies as above.
     """
     if waiting <= 0:
         raise ValueError("nothing is waiting")
     if waiting >= max_batch_size:
+        return 0.0
+    if (
+        incoming == 0
+        and newest_enqueued_at == oldest_enqueued_at
+        and (free_since is None or oldest_enqueued_at >= free_since)
+    ):
         return 0.0
     start = oldest_enqueued_at if free_since is None else max(oldest_enqueued_at, free_since)
     deadline = start + max_delay

@@ -28,6 +28,31 @@ class Waiting:
 
 
 class TestBatchWait:
+    def test_a_lone_request_on_an_idle_worker_runs_at_once(self) -> None:
+        # issue 13: no batching tax when idle (its samples arrived together, nothing decoding)
+        lone = {"oldest_enqueued_at": 10.0, "newest_enqueued_at": 10.0, "now": 10.0}
+        assert batch_wait(waiting=3, max_batch_size=8, max_delay=0.5, **lone) == 0.0
+        assert batch_wait(waiting=1, max_batch_size=8, max_delay=0.5, free_since=9.0, **lone) == 0.0
+
+    def test_under_load_a_partial_batch_still_waits(self) -> None:
+        common = {"waiting": 1, "oldest_enqueued_at": 10.0, "now": 10.0, "max_batch_size": 8}
+        # another request is being decoded: it is company worth waiting for
+        wait = batch_wait(max_delay=0.5, newest_enqueued_at=10.0, incoming=1, **common)
+        assert wait == pytest.approx(0.5)
+        # it arrived while a forward pass ran (the worker was busy): wait from the pass's end
+        wait = batch_wait(max_delay=0.5, newest_enqueued_at=10.0, free_since=10.1, **common)
+        assert wait == pytest.approx(0.6)
+        # two requests queued
+        wait = batch_wait(
+            waiting=2,
+            oldest_enqueued_at=10.0,
+            newest_enqueued_at=10.2,
+            now=10.2,
+            max_batch_size=8,
+            max_delay=0.5,
+        )
+        assert wait == pytest.approx(0.3)
+
     def test_full_batch_dispatches_at_once(self) -> None:
         assert (
             batch_wait(
