@@ -38,7 +38,7 @@ class OperatorSettings(BaseSettings):
     """Level-based resync period of every MultimodalModel."""
     rollout_tick_seconds: float = Field(default=5.0, gt=0)
     """How often the rollout driver looks at a model with a canary in flight."""
-    health_port: int = 8081
+    health_port: int = 8090
     """Liveness and Prometheus metrics of the operator itself."""
     http_timeout_seconds: float = Field(default=5.0, gt=0)
     """Timeout for calls to runtime pods (test inference, /metrics)."""

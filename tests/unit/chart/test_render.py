@@ -238,7 +238,7 @@ def test_watch_namespace_passes_namespace(helm) -> None:
 
 def test_probes_hit_healthz_on_the_health_port(helm, full_values: Path) -> None:
     for objects, port in (
-        (helm.template(), 8081),
+        (helm.template(), 8090),
         (helm.template(values_files=[full_values]), 9091),
     ):
         container = _container(objects)
@@ -363,7 +363,7 @@ def test_service_selects_the_operator_pod_and_port(helm) -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert service["spec"]["ports"] == [
-        {"name": "http-metrics", "port": 8081, "targetPort": "http-metrics", "protocol": "TCP"}
+        {"name": "http-metrics", "port": 8090, "targetPort": "http-metrics", "protocol": "TCP"}
     ]
 
 

@@ -23,13 +23,18 @@ MM = models.parse_model(
 
 
 class Secrets:
-    def __init__(self, existing: dict[str, Any] | None = None, create_code: int = 0) -> None:
+    def __init__(
+        self, existing: dict[str, Any] | None = None, create_code: int = 0, get_code: int = 0
+    ) -> None:
         self.existing = existing
         self.create_code = create_code
+        self.get_code = get_code
         self.created: list[dict[str, Any]] = []
 
     async def get_or_none(self, kind: kube.Kind, *, name: str, namespace: str) -> Any:
         assert (kind, name, namespace) == (kube.SECRET, "clip-mmop-smoke-test", "ml")
+        if self.get_code:
+            raise kube.ApiError(self.get_code, {}, method="GET", path="secrets")
         return self.existing
 
     async def create(self, kind: kube.Kind, obj: dict[str, Any], *, namespace: str) -> Any:
@@ -62,3 +67,10 @@ async def test_a_secret_the_model_does_not_own_is_never_used() -> None:
 async def test_no_permission_to_create_leaves_tests_unmarked() -> None:
     client = Secrets(create_code=403)
     assert await smoke.smoke_token(client, MM, create=True) is None  # type: ignore[arg-type]
+
+
+async def test_no_permission_to_read_secrets_leaves_tests_unmarked() -> None:
+    # A namespace outside rbac.secretNamespaces: the pass goes on, the tests go unmarked.
+    client = Secrets(get_code=403)
+    assert await smoke.smoke_token(client, MM, create=True) is None  # type: ignore[arg-type]
+    assert client.created == []
