@@ -372,7 +372,12 @@ def build_deployment(
             mm,
             name=name,
             version=plan.name,
-            annotations={**revision_annotation, **meta.version_record(plan.role, plan.serving)},
+            annotations={
+                **revision_annotation,
+                **meta.version_record(
+                    plan.role, plan.serving, commit=plan.commit, mirror=plan.mirror
+                ),
+            },
         ),
         "spec": spec,
     }

@@ -16,6 +16,11 @@ ANNOTATION_REVISION = "mmop.io/revision"
 # the operator needs to rebuild its record of a version when the model's status is lost.
 ANNOTATION_ROLE = "mmop.io/role"
 ANNOTATION_SERVING_SPEC = "mmop.io/serving-spec"
+# What else shapes the pod template and lives only in status: the hub commit the revision was
+# pinned to (status.hubCommits) and the mirror target (status.stableMirror). Recovery reads
+# them back, so a lost status never changes (restarts) a running version's pods.
+ANNOTATION_HUB_COMMIT = "mmop.io/hub-commit"
+ANNOTATION_MIRROR = "mmop.io/mirror"
 ROLE_RETIRING = "retiring"
 MANAGER = "mmop"
 
@@ -65,12 +70,26 @@ def owner_reference(mm: models.MultimodalModel) -> dict[str, Any]:
     }
 
 
-def version_record(role: str, serving: models.ServingSpec) -> dict[str, str]:
-    """The role (stable, canary, retiring) and serving spec of a version, as annotations."""
-    return {
+def version_record(
+    role: str,
+    serving: models.ServingSpec,
+    *,
+    commit: str | None = None,
+    mirror: models.Mirror | None = None,
+) -> dict[str, str]:
+    """The role (stable, canary, retiring), serving spec, pinned hub commit and mirror target
+    of a version, as annotations."""
+    record = {
         ANNOTATION_ROLE: role,
         ANNOTATION_SERVING_SPEC: json.dumps(serving.wire(), sort_keys=True, separators=(",", ":")),
     }
+    if commit:
+        record[ANNOTATION_HUB_COMMIT] = commit
+    if mirror is not None:
+        record[ANNOTATION_MIRROR] = json.dumps(
+            mirror.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        )
+    return record
 
 
 def object_meta(

@@ -35,6 +35,10 @@ class DeploymentRecord:
     role: str | None
     serving: models.ServingSpec | None
     """None when the annotation is absent or unreadable."""
+    commit: str | None = None
+    """The hub commit its revision was pinned to (status.hubCommits)."""
+    mirror: models.Mirror | None = None
+    """Where its pods mirror requests (status.stableMirror, for the stable)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ def records_from(
                 revision=annotations.get(meta.ANNOTATION_REVISION),
                 role=annotations.get(meta.ANNOTATION_ROLE),
                 serving=_serving(annotations.get(meta.ANNOTATION_SERVING_SPEC)),
+                commit=annotations.get(meta.ANNOTATION_HUB_COMMIT) or None,
+                mirror=_mirror(annotations.get(meta.ANNOTATION_MIRROR)),
             )
         )
     return out
@@ -74,6 +80,15 @@ def _serving(text: str | None) -> models.ServingSpec | None:
         return None
     try:
         return models.ServingSpec.model_validate(json.loads(text))
+    except (ValueError, ValidationError):
+        return None
+
+
+def _mirror(text: str | None) -> models.Mirror | None:
+    if not text:
+        return None
+    try:
+        return models.Mirror.model_validate(json.loads(text))
     except (ValueError, ValidationError):
         return None
 
@@ -138,6 +153,12 @@ def recover_status(
     recovered.canary_weight = 0
     recovered.rollout = None
     recovered.phase = models.Phase.READY  # never Deploying: that path replaces in place
+    # What else shapes the pod templates: without it the running pods would be replaced.
+    recovered.stable_mirror = stable.mirror
+    recovered.hub_commits = {
+        **{r.revision: r.commit for r in records if r.revision and r.commit},
+        **recovered.hub_commits,
+    }
     notes = [f"stable {stable.version} (revision {stable.revision})"]
     canary = next(
         (

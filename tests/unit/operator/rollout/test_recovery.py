@@ -133,3 +133,23 @@ def test_deployments_of_another_owner_are_ignored() -> None:
     objs = deployments(model("v1"))
     objs["clip-v1"]["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     assert recovery.records_from(objs, owner_uid=UID) == []
+
+
+def test_pinned_commits_and_the_stable_mirror_come_back_so_no_pod_is_replaced() -> None:
+    # status.hubCommits and status.stableMirror shape the pod templates (MMOP_REVISION, the
+    # mirror env): lost with the status, the rebuilt templates would differ and restart pods.
+    mm = mid_rollout()
+    v1_rev, v2_rev = mm.status.stable_revision, mm.status.canary_revision
+    assert v1_rev and v2_rev
+    mm.status.hub_commits = {v1_rev: "a" * 40, v2_rev: "b" * 40}
+    mm.status.stable_mirror = models.Mirror(version="v0", percent=10)
+    before = deployments(mm)
+    found = recover("v2", before, models.MultimodalModelStatus())
+    assert found.status is not None
+    assert found.status.hub_commits == mm.status.hub_commits
+    assert found.status.stable_mirror == mm.status.stable_mirror
+    again = model("v2")
+    again.status = found.status
+    after = deployments(again)
+    for name in ("clip-v1", "clip-v2"):
+        assert after[name]["spec"]["template"] == before[name]["spec"]["template"], name
