@@ -285,9 +285,9 @@ def test_adapter_rules_give_the_per_pod_metrics_the_hpas_ask_for(
     name = f"a{uuid.uuid4().hex[:6]}"
     manifest = model_manifest(name, source=tiny_clip)
     del manifest["spec"]["replicas"]
-    # The dev node's fake GPU; no CUDA on this machine, so the runtime runs on the CPU.
+    # The dev node's fake GPU; without a driver the local kubelet runs the pod on the CPU
+    # (MMOP_DEVICE is the operator's, so the spec cannot say so).
     manifest["spec"]["resources"]["gpu"] = 1
-    manifest["spec"]["runtime"]["env"] = [{"name": contract.ENV_DEVICE, "value": "cpu"}]
     manifest["spec"]["autoscaling"] = {
         "minReplicas": 1,
         "maxReplicas": 2,

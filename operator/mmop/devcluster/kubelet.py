@@ -38,6 +38,8 @@ from mmop.runtime import contract
 log = logging.getLogger(__name__)
 KINDS: Final = (kube.DEPLOYMENT, kube.POD)
 BURST_DELAY: Final = 0.02  # let a burst of watch events land before a pass
+# A real NVIDIA driver on this machine: the fake GPUs map to real devices (CUDA_VISIBLE_DEVICES).
+HAS_NVIDIA_DRIVER: Final = Path("/dev/nvidiactl").exists()
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,11 @@ class Kubelet:
             count = scheduling.gpu_count(requests)
             devices = scheduling.pick_devices(count, total=self.config.gpus, in_use=busy) or []
         visible = ",".join(str(d) for d in devices)
+        extra_env = {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
+        if devices and not HAS_NVIDIA_DRIVER:
+            # The node's GPUs are fake on a machine without a driver: the runtime (told
+            # MMOP_DEVICE=cuda by the operator for a GPU pod) runs on the CPU instead of failing.
+            extra_env[contract.ENV_DEVICE] = "cpu"
         worker = PodWorker(
             pod,
             ip=ip,
@@ -239,10 +246,7 @@ class Kubelet:
             http=self._http,
             fetch_sources=self._fetch_sources,
             on_change=self._wake.set,
-            extra_env={
-                "CUDA_VISIBLE_DEVICES": visible,
-                "NVIDIA_VISIBLE_DEVICES": visible or "void",
-            },
+            extra_env=extra_env,
         )
         self._running[uid] = _Running(worker=worker, requests=requests, devices=devices)
         worker.start()

@@ -46,9 +46,13 @@ def pods(
     api: httpx.Client,
 ) -> Iterator[dict[str, dict[str, Any]]]:
     """Version -> ready pod: v1 (stable) and v2 (a canary mirroring everything to v1)."""
+    # Both versions share the model's smoke-test token: the stable counts the copies as
+    # endpoint="mirror" only when the header carries it.
+    token = [{"name": contract.ENV_SMOKE_TEST_TOKEN, "value": "dns-smoke-token"}]
     mirror = [
         {"name": contract.ENV_MIRROR_URL, "value": f"http://{STABLE_HOST}:{contract.HTTP_PORT}"},
         {"name": contract.ENV_MIRROR_PERCENT, "value": "100"},
+        *token,
     ]
     dev_cluster.apply(
         [
@@ -56,7 +60,7 @@ def pods(
                 f"dns-{version}",
                 labels={"app": "dns", "mmop.io/version": version},
                 served_name="dns",
-                env=mirror if version == "v2" else None,
+                env=mirror if version == "v2" else token,
             )
             for version in ("v1", "v2")
         ]
