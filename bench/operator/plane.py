@@ -68,10 +68,16 @@ class BarePlane:
         self._server = ApiServer("127.0.0.1", 0)
         await self._server.start()
         write_kubeconfig(
-            self.kubeconfig, self._server.url, self.namespace, token=self._server.token
+            self.kubeconfig,
+            self._server.url,
+            self.namespace,
+            token=self._server.token,
+            ca_pem=self._server.ca_pem,
         )
         self.client = kube.KubeClient(
-            kube.Connection(server=self._server.url, token=self._server.token),
+            kube.Connection(
+                server=self._server.url, token=self._server.token, ca_data=self._server.ca_pem
+            ),
             field_manager="bench",
             user_agent=BENCH_AGENT,
         )
@@ -167,7 +173,9 @@ class BarePlane:
         """Watch Deployments; give each one whose status lags its spec a ready status."""
         assert self._server is not None
         client = kube.KubeClient(
-            kube.Connection(server=self._server.url, token=self._server.token),
+            kube.Connection(
+                server=self._server.url, token=self._server.token, ca_data=self._server.ca_pem
+            ),
             field_manager="bench-deployments",
             user_agent=STAND_IN_AGENT,
         )

@@ -101,9 +101,7 @@ def measure_rollout(
 ) -> dict[str, Any]:
     with DevCluster(state_dir, gpus=0, router_seed=3) as cluster:
         cluster.start_operator(env=operator_env)
-        client = kube.KubeClient(
-            kube.Connection(server=cluster.api_url, token=cluster.api_token), user_agent="bench"
-        )
+        client = kube.KubeClient(cluster.api_connection, user_agent="bench")
         try:
             started = time.monotonic()
             cluster.apply([manifest(model_dir, version="v1", step_interval=step_interval)])

@@ -48,9 +48,12 @@ FAST = {"stepInterval": "2s", "scaleDownDelaySeconds": 1}
 class Api:
     """Direct reads of the dev cluster's API server, and its debug endpoints."""
 
-    def __init__(self, url: str, *, token: str) -> None:
+    def __init__(self, cluster: DevCluster) -> None:
         self.http = httpx.Client(
-            base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            base_url=cluster.api_url,
+            timeout=30,
+            headers=cluster.api_headers,
+            verify=cluster.api_ssl_context(),
         )
 
     def get(self, path: str) -> dict[str, Any] | None:
@@ -107,7 +110,7 @@ class Api:
 
 @pytest.fixture(scope="session")
 def api(cluster: DevCluster) -> Iterator[Api]:
-    handle = Api(cluster.api_url, token=cluster.api_token)
+    handle = Api(cluster)
     yield handle
     handle.http.close()
 

@@ -24,9 +24,11 @@ def server() -> Iterator[ServerHandle]:
 @pytest.fixture
 def http(server: ServerHandle) -> Iterator[httpx.Client]:
     headers = {"User-Agent": "tester/1", **server.headers}
-    with httpx.Client(base_url=server.url, timeout=10, headers=headers) as c:
+    with httpx.Client(
+        base_url=server.url, timeout=10, headers=headers, verify=server.ssl_context
+    ) as c:
         yield c
-    httpx.delete(server.url + "/debug/faults", headers=server.headers)
+    httpx.delete(server.url + "/debug/faults", headers=server.headers, verify=server.ssl_context)
 
 
 def _configmap(name: str) -> dict[str, object]:

@@ -137,9 +137,7 @@ async def _watch(cluster: DevCluster) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with kube.KubeClient(
-        kube.Connection(server=cluster.api_url, token=cluster.api_token)
-    ) as client:
+    async with kube.KubeClient(cluster.api_connection) as client:
         follower = asyncio.create_task(follow_models(client, _say))
         reported = False
         try:

@@ -21,6 +21,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -177,12 +178,13 @@ class DevCluster:
         self._server = ApiServer(self._host, self._api_port)
         await self._server.start()
         write_kubeconfig(
-            self.kubeconfig, self._server.url, self.namespace, token=self._server.token
+            self.kubeconfig,
+            self._server.url,
+            self.namespace,
+            token=self._server.token,
+            ca_pem=self._server.ca_pem,
         )
-        self._client = kube.KubeClient(
-            kube.Connection(server=self._server.url, token=self._server.token),
-            field_manager=manifests.FIELD_MANAGER,
-        )
+        self._client = kube.KubeClient(self.api_connection, field_manager=manifests.FIELD_MANAGER)
         await manifests.apply(self._client, platform_crds())
         kinds = tuple(dict.fromkeys((*KUBELET_KINDS, *ROUTER_KINDS)))
         self._cache = Cache(self._client, kinds)
@@ -215,8 +217,25 @@ class DevCluster:
     # --- use -------------------------------------------------------------------------------------
     @property
     def api_url(self) -> str:
+        """``https://127.0.0.1:PORT``: clients trust ``api_ca_pem`` and send ``api_token``."""
         assert self._server is not None, "not started"
         return self._server.url
+
+    @property
+    def api_ca_pem(self) -> str:
+        """The API server's CA certificate (PEM; also in ``kubeconfig``)."""
+        assert self._server is not None, "not started"
+        return self._server.ca_pem
+
+    @property
+    def api_connection(self) -> kube.Connection:
+        """The API server's URL, CA and token: ``kube.KubeClient(cluster.api_connection)``."""
+        return kube.Connection(server=self.api_url, token=self.api_token, ca_data=self.api_ca_pem)
+
+    def api_ssl_context(self) -> ssl.SSLContext:
+        """A client ``ssl`` context trusting the API server's CA: ``httpx.Client(verify=...)``."""
+        assert self._server is not None, "not started"
+        return self._server.client_ssl_context()
 
     @property
     def api_token(self) -> str:

@@ -145,6 +145,7 @@ class Connection:
     cert_file: str | None = None
     key_file: str | None = None
     verify: bool = True
+    ca_data: str | None = None  # PEM, where the CA is not in a file (the dev cluster's own)
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None) -> Connection:
@@ -195,7 +196,7 @@ class Connection:
             return False
         if not self.verify:
             return False
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
         if self.cert_file and self.key_file:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         return ctx

@@ -65,7 +65,9 @@ class Cluster:
 @pytest.fixture
 def cluster(helm_bin: str, kubectl_bin: str, tmp_path: Path) -> Iterator[Cluster]:
     with ApiServer.start_in_thread() as server:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url, token=server.token)
+        kubeconfig = write_kubeconfig(
+            tmp_path / "kubeconfig", server.url, token=server.token, ca_pem=server.ca_pem
+        )
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),

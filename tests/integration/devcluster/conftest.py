@@ -48,6 +48,7 @@ def api(dev_cluster: DevCluster) -> Iterator[httpx.Client]:
         timeout=30,
         trust_env=False,
         headers=dev_cluster.api_headers,
+        verify=dev_cluster.api_ssl_context(),
     ) as client:
         yield client
 

@@ -85,7 +85,10 @@ def hub() -> Iterator[FakeHub]:
 @pytest.fixture(scope="session")
 def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_kubeconfig(
-        tmp_path_factory.mktemp("kube") / "config", apiserver.url, token=apiserver.token
+        tmp_path_factory.mktemp("kube") / "config",
+        apiserver.url,
+        token=apiserver.token,
+        ca_pem=apiserver.ca_pem,
     )
 
 

@@ -80,7 +80,9 @@ async def _wipe_status(client: kube.KubeClient, ns: str, name: str) -> None:
 
 @pytest.fixture
 async def faults(apiserver: ServerHandle) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=apiserver.url, timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=apiserver.url, timeout=10, headers=apiserver.headers, verify=apiserver.ssl_context
+    ) as http:
         yield http
         await http.delete("/debug/faults")
 

@@ -40,11 +40,18 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     async with server:
         if args.kubeconfig:
-            write_kubeconfig(args.kubeconfig, server.url, args.namespace, token=server.token)
+            write_kubeconfig(
+                args.kubeconfig,
+                server.url,
+                args.namespace,
+                token=server.token,
+                ca_pem=server.ca_pem,
+            )
             print(f"mmop devcluster API server: {server.url}", flush=True)
         else:
-            # Without a kubeconfig the token is only here; the terminal is its user's.
+            # Without a kubeconfig the token and the CA are only here; the terminal is its user's.
             print(f"mmop devcluster API server: {server.url} token {server.token}", flush=True)
+            print(server.ca_pem, end="", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

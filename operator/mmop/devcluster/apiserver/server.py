@@ -4,10 +4,13 @@ manager or a background thread), bootstrap namespaces, and kubeconfig files."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import logging
 import os
 import secrets
+import ssl
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from mmop.devcluster.apiserver import builtins
+from mmop.devcluster.apiserver import builtins, tls
 from mmop.devcluster.apiserver.audit import AuditLog
 from mmop.devcluster.apiserver.handlers import Handler, WatchSettings
 from mmop.devcluster.apiserver.operations import Api, Target, WriteOptions
@@ -29,16 +32,17 @@ INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 
 
 class ApiServer:
-    """An in-memory Kubernetes API server on plain HTTP.
+    """An in-memory Kubernetes API server on HTTPS.
 
     ``watch_history``: events kept per resource type for watches that resume from a
     resourceVersion (older ones get 410 Gone). ``bookmark_interval``: the most seconds a watch
     that asked for bookmarks goes without one. ``watch_timeout``: the default length of a watch
     without ``timeoutSeconds``. ``token``: the bearer token (a random one when not given) that
-    ``write_kubeconfig`` puts in a file only its owner can read; with ``require_token`` every
-    request must carry it (except ``/healthz``, ``/livez``, ``/readyz``): loopback is shared by
-    every local user. Not yet the default: kubectl and helm (client-go) send a bearer token only
-    over TLS, and this server speaks plain HTTP (docs/devcluster-apiserver.md).
+    ``write_kubeconfig`` puts in a file only its owner can read, with the server's CA
+    (``ca_pem``). Every request must carry the token (401 otherwise), except ``/healthz``,
+    ``/livez`` and ``/readyz``: loopback is shared by every local user. The server's certificate
+    comes from a CA made for this server alone (``tls.generate``); ``require_token=False`` is
+    for a caller that guards the port itself.
     """
 
     def __init__(
@@ -50,10 +54,11 @@ class ApiServer:
         bookmark_interval: float = 10.0,
         watch_timeout: float = 1800.0,
         token: str | None = None,
-        require_token: bool = False,
+        require_token: bool = True,
     ) -> None:
         self.host = host
         self.token = token or secrets.token_urlsafe(32)
+        self._certificate = tls.generate((*tls.DEFAULT_HOSTS, host))
         self.port = port
         self.audit = AuditLog()
         self.registry = Registry(builtins.BUILTIN_TYPES)
@@ -73,7 +78,16 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_pem(self) -> str:
+        """The PEM certificate of the CA that signed this server's certificate (public)."""
+        return self._certificate.ca_pem
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """An ``ssl`` context that trusts this server's CA only (``httpx``'s ``verify=``)."""
+        return tls.client_context(self.ca_pem)
 
     @property
     def internal_errors(self) -> list[str]:
@@ -104,7 +118,13 @@ class ApiServer:
             app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl_context=tls.server_context(self._certificate),
+        )
         await site.start()
         sockets = getattr(site._server, "sockets", None)
         if sockets:
@@ -189,6 +209,16 @@ class ServerHandle:
         """``{"Authorization": "Bearer TOKEN"}``, for HTTP clients of the server."""
         return {"Authorization": f"Bearer {self.server.token}"}
 
+    @property
+    def ca_pem(self) -> str:
+        """The server's CA certificate (PEM): what clients trust."""
+        return self.server.ca_pem
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``ssl`` context trusting the server's CA: ``httpx.Client(verify=...)``."""
+        return self.server.client_ssl_context()
+
     def call(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop (e.g. ``handle.call(handle.server.compact)``)."""
 
@@ -218,15 +248,20 @@ def write_kubeconfig(
     namespace: str = "default",
     *,
     token: str,
+    ca_pem: str,
     name: str = "mmop-dev",
 ) -> Path:
-    """Write a kubeconfig for ``url`` with the server's ``token`` (kubectl, helm, kopf and the
-    kubernetes client read it), readable by its owner only: created with mode 0600, never
-    through a symbolic link."""
+    """Write a kubeconfig for ``url`` with the server's ``token`` and CA certificate ``ca_pem``
+    (kubectl, helm, kopf and the kubernetes client read it), readable by its owner only:
+    created with mode 0600, never through a symbolic link."""
+    cluster = {
+        "server": url,
+        "certificate-authority-data": base64.b64encode(ca_pem.encode()).decode(),
+    }
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": url}}],
+        "clusters": [{"name": name, "cluster": cluster}],
         "users": [{"name": name, "user": {"token": token}}],
         "contexts": [
             {"name": name, "context": {"cluster": name, "user": name, "namespace": namespace}}

@@ -48,6 +48,7 @@ def handle_login() -> kopf.ConnectionInfo:
         server=conn.server,
         token=conn.token,
         ca_path=conn.ca_file,
+        ca_data=conn.ca_data,
         certificate_path=conn.cert_file,
         private_key_path=conn.key_file,
         insecure=not conn.verify,

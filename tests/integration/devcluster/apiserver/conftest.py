@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
+from mmop.operator import kube
 
 Waiter = Callable[..., Any]
 
@@ -35,7 +36,9 @@ def _no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def http(apiserver: ServerHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=apiserver.url, timeout=10, headers=apiserver.headers) as client:
+    with httpx.Client(
+        base_url=apiserver.url, timeout=10, headers=apiserver.headers, verify=apiserver.ssl_context
+    ) as client:
         yield client
 
 
@@ -50,8 +53,17 @@ def namespace(http: httpx.Client) -> str:
 @pytest.fixture(scope="module")
 def kubeconfig(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_kubeconfig(
-        tmp_path_factory.mktemp("kube") / "config", apiserver.url, token=apiserver.token
+        tmp_path_factory.mktemp("kube") / "config",
+        apiserver.url,
+        token=apiserver.token,
+        ca_pem=apiserver.ca_pem,
     )
+
+
+@pytest.fixture(scope="module")
+def connection(apiserver: ServerHandle) -> kube.Connection:
+    """The project's client settings for ``apiserver``: its URL, token and CA."""
+    return kube.Connection(server=apiserver.url, token=apiserver.token, ca_data=apiserver.ca_pem)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@ and stops on SIGTERM."""
 
 from __future__ import annotations
 
+import base64
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +36,18 @@ def test_cli_serves_and_writes_a_kubeconfig(tmp_path: Path) -> None:
         assert process.stdout is not None
         line = process.stdout.readline()
         url = line.strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{url}/readyz").text == "ok"
+        assert url.startswith("https://127.0.0.1:")
         config = yaml.safe_load(kubeconfig.read_text())
-        assert config["clusters"][0]["cluster"]["server"] == url
+        cluster = config["clusters"][0]["cluster"]
+        assert cluster["server"] == url
+        ca = ssl.create_default_context(
+            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+        )
+        assert httpx.get(f"{url}/readyz", verify=ca).text == "ok"
+        token = config["users"][0]["user"]["token"]
+        assert httpx.get(f"{url}/api", verify=ca).status_code == 401
+        api = httpx.get(f"{url}/api", verify=ca, headers={"Authorization": f"Bearer {token}"})
+        assert api.json()["kind"] == "APIVersions"
         assert config["contexts"][0]["context"]["namespace"] == "team"
         assert config["current-context"] == config["contexts"][0]["name"]
     finally:

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from mmop.devcluster.apiserver import ServerHandle
 from mmop.operator import kube
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -379,8 +378,8 @@ def test_unknown_paths_and_methods(http: httpx.Client, namespace: str) -> None:
     )
 
 
-async def test_kube_client(apiserver: ServerHandle) -> None:
-    async with kube.KubeClient(kube.Connection(server=apiserver.url)) as client:
+async def test_kube_client(connection: kube.Connection) -> None:
+    async with kube.KubeClient(connection) as client:
         ns = await client.create(kube.NAMESPACE, {"metadata": {"name": "kube-client"}})
         assert ns["status"]["phase"] == "Active"
         dep = await client.create(kube.DEPLOYMENT, deployment("web"), namespace="kube-client")

@@ -131,7 +131,9 @@ def test_a_busy_watch_still_gets_bookmarks_within_the_interval(
     path = f"/api/v1/namespaces/{namespace}/configmaps"
     rv = http.get(path).json()["metadata"]["resourceVersion"]
     stop = threading.Event()
-    writer_http = httpx.Client(base_url=apiserver.url, timeout=10, headers=apiserver.headers)
+    writer_http = httpx.Client(
+        base_url=apiserver.url, timeout=10, headers=apiserver.headers, verify=apiserver.ssl_context
+    )
 
     def write() -> None:
         i = 0
@@ -243,8 +245,8 @@ def test_compacted_history_is_410(http: httpx.Client, namespace: str) -> None:
     assert found[0]["object"]["code"] == 410 and found[0]["object"]["reason"] == "Expired"
 
 
-async def test_kube_client_watch_and_gone(apiserver: ServerHandle, namespace: str) -> None:
-    async with kube.KubeClient(kube.Connection(server=apiserver.url)) as client:
+async def test_kube_client_watch_and_gone(connection: kube.Connection, namespace: str) -> None:
+    async with kube.KubeClient(connection) as client:
         listing = await client.list(kube.CONFIGMAP, namespace=namespace)
         rv = listing["metadata"]["resourceVersion"]
         await client.create(kube.CONFIGMAP, {"metadata": {"name": "w"}}, namespace=namespace)

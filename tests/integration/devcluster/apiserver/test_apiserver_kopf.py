@@ -60,13 +60,13 @@ def apiserver() -> Iterator[ServerHandle]:
 class Operator:
     """A tiny kopf operator in a thread, with its own registry, recording what it handled."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, server: ServerHandle, namespace: str) -> None:
         self.handled: list[tuple[str, str, Any]] = []
         registry = kopf.OperatorRegistry()
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
-            return kopf.ConnectionInfo(server=url, token="any")
+            return kopf.ConnectionInfo(server=server.url, token=server.token, ca_data=server.ca_pem)
 
         @kopf.on.startup(registry=registry)
         def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -115,7 +115,7 @@ class Operator:
 def operator(apiserver: ServerHandle, http: httpx.Client, namespace: str) -> Iterator[Operator]:
     if http.get(f"{CRDS}/gizmos.{GROUP}").status_code == 404:
         assert http.post(CRDS, json=CRD).status_code == 201
-    running = Operator(apiserver.url, namespace)
+    running = Operator(apiserver, namespace)
     yield running
     running.stop()
 

@@ -15,9 +15,10 @@ from mmop.operator import kube
 
 async def test_async_context_manager() -> None:
     async with ApiServer(host="127.0.0.1", port=0) as server:
-        assert server.port != 0 and server.url == f"http://127.0.0.1:{server.port}"
+        assert server.port != 0 and server.url == f"https://127.0.0.1:{server.port}"
         headers = {"Authorization": f"Bearer {server.token}"}
-        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
+        verify = server.client_ssl_context()
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, verify=verify) as client:
             assert (await client.get("/version")).json()["minor"] == "35"
             created = await client.post(
                 "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "a"}}
@@ -25,7 +26,7 @@ async def test_async_context_manager() -> None:
             assert created.status_code == 201
         assert [r.name for r in server.audit.records()] == ["a"]
         url = server.url
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=verify) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"{url}/version")
 
@@ -38,19 +39,23 @@ def test_a_taken_port_fails_the_start(apiserver: ServerHandle) -> None:
 def test_thread_handle_stops() -> None:
     handle = ApiServer.start_in_thread(watch_history=7)
     assert handle.server.hub.history_size == 7
-    assert httpx.get(f"{handle.url}/healthz").text == "ok"
+    assert httpx.get(f"{handle.url}/healthz", verify=handle.ssl_context).text == "ok"
     assert handle.call(handle.server.compact) == handle.server.store.resource_version
     handle.stop()
     handle.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{handle.url}/healthz")
+        httpx.get(f"{handle.url}/healthz", verify=handle.ssl_context)
 
 
 async def test_kubeconfig_works_with_the_official_loader(
     apiserver: ServerHandle, tmp_path: Path
 ) -> None:
     path = write_kubeconfig(
-        tmp_path / "nested" / "config", apiserver.url, namespace="team", token=apiserver.token
+        tmp_path / "nested" / "config",
+        apiserver.url,
+        namespace="team",
+        token=apiserver.token,
+        ca_pem=apiserver.ca_pem,
     )
     assert path.stat().st_mode & 0o777 == 0o600
     connection = kube.Connection.from_kubeconfig(str(path))
