@@ -62,6 +62,7 @@ def batch_wait(
     incoming: int = 0,
     newest_enqueued_at: float | None = None,
     arrival_gap: float = 0.0,
+    previous_batch_requests: int = 1,
 ) -> float:
     """Seconds to wait for a fuller batch; 0 means: dispatch now.
 
@@ -73,9 +74,11 @@ def batch_wait(
     arrive together run together, not as one early sample followed by all the others.
 
     No batching tax when idle: one request (all waiting samples arrived together, at
-    ``newest_enqueued_at``) that found the worker free and no other request being decoded runs
-    at once. Under load requests arrive while others are decoded or while a forward pass runs,
-    and the delay applies as above.
+    ``newest_enqueued_at``) that found the worker free, no other request being decoded and a
+    previous batch of at most one request runs at once. Under load requests arrive while
+    others are decoded or while a forward pass runs, or the previous batch served several
+    requests (clients of a full batch send their next requests together, and the first one
+    decoded must not run alone), and the delay applies as above.
     """
     if waiting <= 0:
         raise ValueError("nothing is waiting")
@@ -83,6 +86,7 @@ def batch_wait(
         return 0.0
     if (
         incoming == 0
+        and previous_batch_requests <= 1
         and newest_enqueued_at == oldest_enqueued_at
         and (free_since is None or oldest_enqueued_at >= free_since)
     ):
@@ -247,6 +251,7 @@ class Batcher:
         self._last_tick = clock()
         self._busy_since: float | None = None
         self._free_since: float | None = None  # when the last batch finished
+        self._previous_batch_requests = 1  # requests in the last batch (1: idle so far)
         self._incoming = 0  # requests being decoded, whose samples will join the queue
         self._decode_seconds: float | None = None  # moving average of one request's decode
 
@@ -426,6 +431,7 @@ class Batcher:
                     max_batch_size=config.max_batch_size,
                     max_delay=config.max_delay,
                     free_since=self._free_since,
+                    previous_batch_requests=self._previous_batch_requests,
                     incoming=self._incoming,
                     newest_enqueued_at=self._queue[-1].enqueued_at,
                     # requests decode in parallel; one decode time between arrivals is slow
@@ -449,6 +455,7 @@ class Batcher:
                 entry.job.started = True
             if collated.batch:
                 self._busy_since = now
+                self._previous_batch_requests = len({id(e.job) for e in collated.batch})
             return collated
 
     def _run_batch(self, batch: list[_Entry]) -> None:

@@ -42,6 +42,11 @@ class TestBatchWait:
         # it arrived while a forward pass ran (the worker was busy): wait from the pass's end
         wait = batch_wait(max_delay=0.5, newest_enqueued_at=10.0, free_since=10.1, **common)
         assert wait == pytest.approx(0.6)
+        # the previous batch served several requests: their clients' next ones come together
+        wait = batch_wait(
+            max_delay=0.5, newest_enqueued_at=10.0, previous_batch_requests=8, **common
+        )
+        assert wait == pytest.approx(0.5)
         # two requests queued
         wait = batch_wait(
             waiting=2,
