@@ -5,6 +5,7 @@ a status wiped mid-rollout is recovered from the Deployments without promoting a
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_status_wiped_mid_rollout_never_promotes_without_checks(
         what="canary at 50%",
     )
     stable_uid = kubectl("get", "deployment", f"{ready_model}-v1", "-o", "jsonpath={.metadata.uid}")
+    # verifiedAt has one-second resolution: let that second pass, so that a fresh test
+    # inference after the wipe is told apart from the first one by its timestamp.
+    time.sleep(1.1)
     mark = traffic.mark()
     wipe = json.dumps({"status": dict.fromkeys(before)})
     kubectl(

@@ -188,6 +188,19 @@ async def eventually(
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
+async def posted_events(
+    client: kube.KubeClient, namespace: str, reason: str, *, containing: str = ""
+) -> list[dict[str, Any]]:
+    """The Events with ``reason`` (and ``containing`` in the message), waited for: the
+    operator posts an Event after the status it explains, so reading once races it."""
+
+    async def matching() -> list[dict[str, Any]]:
+        events = await client.list_items(kube.EVENT, namespace=namespace)
+        return [e for e in events if e.get("reason") == reason and containing in e["message"]]
+
+    return await eventually(matching, what=f"a {reason} Event containing {containing!r}")
+
+
 @pytest.fixture
 async def namespace(client: kube.KubeClient) -> str:
     name = f"it-{uuid.uuid4().hex[:8]}"

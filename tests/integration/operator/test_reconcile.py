@@ -11,7 +11,7 @@ import pytest
 from mmop.devcluster.apiserver import ServerHandle
 from mmop.operator import crd, kube
 
-from .conftest import OperatorProcess, eventually, example
+from .conftest import OperatorProcess, eventually, example, posted_events
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -185,10 +185,7 @@ async def test_invalid_spec_is_reported_not_retried(
     condition = await eventually(invalid, what="InvalidSpec condition")
     assert condition["status"] == "False"
     assert "spec.rollout.steps" in condition["message"]
-    events = await client.list_items(kube.EVENT, namespace=namespace)
-    assert any(
-        e["reason"] == "InvalidSpec" and "spec.rollout.steps" in e["message"] for e in events
-    )
+    assert await posted_events(client, namespace, "InvalidSpec", containing="spec.rollout.steps")
     assert await client.list_items(kube.DEPLOYMENT, namespace=namespace) == []
     since = apiserver.audit.last_index
     await asyncio.sleep(5)

@@ -10,7 +10,7 @@ import pytest
 
 from mmop.operator import kube, models
 
-from .conftest import FakeHub, eventually, example
+from .conftest import FakeHub, eventually, example, posted_events
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -106,8 +106,7 @@ async def test_an_unresolvable_revision_holds_then_deploys_once_resolved(
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     assert "nothing changes until it is resolved" in body["status"]["message"]
     assert await client.list_items(kube.DEPLOYMENT, namespace=namespace) == []
-    events = await client.list_items(kube.EVENT, namespace=namespace)
-    assert any(e["reason"] == "HubRevisionUnresolved" for e in events)
+    assert await posted_events(client, namespace, "HubRevisionUnresolved")
 
     await client.patch(
         kube.MULTIMODAL_MODEL,

@@ -14,7 +14,7 @@ import pytest
 from mmop.devcluster.apiserver import ServerHandle
 from mmop.operator import kube
 
-from .conftest import OperatorProcess, eventually, example
+from .conftest import OperatorProcess, eventually, example, posted_events
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -240,7 +240,7 @@ async def test_status_lost_without_a_readable_record_holds(
     body = await eventually(held, what="Progressing=False StableRecordMissing")
     assert body["status"]["phase"] == "Degraded"
     assert "holding" in body["status"]["message"]
-    assert await _events(client, namespace, "StableRecordMissing")
+    assert await posted_events(client, namespace, "StableRecordMissing")
     assert await client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=namespace)
     deletes = [
         r

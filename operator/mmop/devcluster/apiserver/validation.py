@@ -4,6 +4,7 @@ structurally valid object). Used by the server's write path and by tests of our 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from mmop.devcluster.apiserver import cel, schema
@@ -20,5 +21,12 @@ def check_custom_object(
     schema.apply_defaults(obj, version_schema)
     causes = schema.validate(obj, version_schema) + schema.duplicates(obj, version_schema)
     if not causes:
+        if old is not cel.NO_OLD and isinstance(old, dict):
+            # A real server defaults an object when it reads it from storage, so the ratchet
+            # compares like with like: an object stored under an older (or permissive) schema
+            # is not "changed" by defaults the current schema adds.
+            old = copy.deepcopy(old)
+            schema.prune(old, version_schema)
+            schema.apply_defaults(old, version_schema)
         causes = cel.causes(obj, version_schema, old=old)
     return unknown, causes

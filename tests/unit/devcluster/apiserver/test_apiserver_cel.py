@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from mmop.devcluster.apiserver import cel
@@ -90,3 +91,23 @@ def test_transition_rules_and_ratcheting() -> None:
     shrunk = cel.causes(obj(min=1, max=3), SCHEMA, old=old)
     assert [c["message"] for c in shrunk] == ['Invalid value: "object": max may only grow']
     assert cel.causes(obj(min=1, max=3), SCHEMA) == []  # no oldSelf on create
+
+
+def test_ratcheting_compares_against_the_stored_object_as_read_with_defaults() -> None:
+    """An object stored under a permissive schema, then a status write under a stricter one
+    that adds a default: the unchanged, invalid spec is not re-checked (the server defaults
+    what it reads from storage), while a spec change still is."""
+    from mmop.devcluster.apiserver import validation
+
+    strict = copy.deepcopy(SCHEMA)
+    strict["properties"]["spec"]["properties"]["mode"] = {"type": "string", "default": "fast"}
+    strict["properties"]["status"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    stored = obj(min=5, max=4)  # breaks "min must not exceed max"; stored without `mode`
+    status_write = {**copy.deepcopy(stored), "status": {"phase": "Failed"}}
+    assert validation.check_custom_object(status_write, strict, old=stored)[1] == []
+    spec_write = obj(min=6, max=4)
+    causes = validation.check_custom_object(spec_write, strict, old=stored)[1]
+    assert [c["message"] for c in causes] == ['Invalid value: "object": min must not exceed max']
