@@ -380,9 +380,10 @@ def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
     s = step.s
     rollout = s.rollout = s.rollout or models.RolloutStatus(started_at=conditions.rfc3339(step.now))
     s.phase = models.Phase.PROGRESSING
+    weight = s.canary_weight
     if _plan_gpus(step, spec):
-        pass
-    elif rollout.verified_at is None:
+        return
+    if rollout.verified_at is None:
         _verify_canary(step, spec)
     elif _resume_first_step(step, spec):
         pass
@@ -390,6 +391,8 @@ def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
         _manual_weight(step, spec)
     else:
         _analyse_step(step, spec)
+    if s.canary_weight > weight and s.canary_version is not None and s.rollout is not None:
+        _plan_gpus(step, spec)  # the new weight's pods: start moving them in this pass
 
 
 def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
