@@ -190,6 +190,11 @@ def plan_capacity(
     if cap.lent_replicas == 0:
         cap.stable_replicas = given.stable_replicas
     obs = given.observed
+    if obs is not None and not obs.free_by_node:
+        # No node matches (or none is listed): a node pool scaled to zero, a virtual node.
+        # Nothing is known to plan with: take nothing from the stable, let the scheduler (and
+        # a cluster autoscaler) decide, as without capacity planning.
+        obs = None
     cap.gpus_free = None if obs is None else obs.free
     fits = 0 if obs is None else obs.fitting(g)
     if cap.mode is None:
@@ -234,7 +239,7 @@ def _choose_mode(given: CapacityInput, fits: int) -> models.CapacityMode | None:
     lend one, else nothing yet (held)."""
     if given.mode != models.CapacityMode.AUTO:
         return given.mode
-    if given.observed is None:
+    if given.observed is None or not given.observed.free_by_node:
         return models.CapacityMode.SURGE  # unknown: take nothing from the stable
     if fits >= given.peak:
         return models.CapacityMode.SURGE
@@ -251,6 +256,8 @@ def _message(cap: models.CapacityStatus, given: CapacityInput, obs: GpuCapacity 
     g = given.gpus_per_replica
     resource = obs.resource if obs is not None else "GPUs"
     free = "unknown" if obs is None else str(obs.free)
+    if given.observed is not None and obs is None:
+        free = "unknown (no node matches the model's nodeSelector and tolerations)"
     if cap.held:
         if obs is not None and obs.largest < g:
             why = f"no matching node has {g} allocatable (the largest has {obs.largest})"

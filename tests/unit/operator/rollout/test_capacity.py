@@ -421,3 +421,17 @@ class TestHold:
         assert d.status.rollout is not None and d.status.rollout.capacity is None
         assert not machine.wants_capacity(s, d.status)
         assert machine.wants_capacity(gpu_spec("v2"), d.status)
+
+
+def test_no_matching_node_is_unknown_not_full() -> None:
+    """A GPU pool scaled to zero (a cluster autoscaler adds nodes for Pending pods): nothing to
+    plan with, so the canary surges as without capacity planning and the stable keeps all."""
+    empty = capacity.free_gpus(nodes=[], pods=[], resource=GPU, node_selector={}, tolerations=[])
+    cap = capacity.plan_capacity(None, given(observed=empty))
+    assert (cap.mode, cap.canary_replicas, cap.lent_replicas, cap.held) == (
+        models.CapacityMode.SURGE,
+        1,
+        0,
+        False,
+    )
+    assert "no node matches" in cap.message
