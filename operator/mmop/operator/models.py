@@ -832,7 +832,8 @@ class RolloutStatus(_Model):
     failed_checks: int = 0
     """Failed analyses so far."""
     started_at: str | None = None
-    """When this canary was created."""
+    """When this canary was created (a GPU canary that waited for GPUs: when it got them).
+    progressDeadlineSeconds counts from here."""
     verified_at: str | None = None
     """When the canary became available and passed its readiness check and test inference."""
     last_step_at: str | None = None
