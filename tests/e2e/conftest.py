@@ -47,8 +47,8 @@ def tiny_clip_other(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    # One fake GPU on the local node: a canary asking for two stays Pending.
-    with DevCluster(tmp_path_factory.mktemp("dev"), gpus=1, router_seed=11) as dev:
+    # Two fake GPUs on the local node: test_capacity's GPU models take both.
+    with DevCluster(tmp_path_factory.mktemp("dev"), gpus=2, router_seed=11) as dev:
         dev.start_operator(env=OPERATOR_ENV)
         yield dev
 

@@ -1,7 +1,7 @@
 """End to end on `mmop dev`'s control plane: real operator, real runtime pods, real kubectl,
 traffic through the local router. Apply -> Ready; canary -> promoted; canary with injected
-errors, a model that cannot load, or no GPU -> rolled back with the stable serving every
-request; operator killed mid-rollout -> resumes."""
+errors or a model that cannot load -> rolled back with the stable serving every request; a
+canary no node has GPUs for -> held, nothing Pending; operator killed mid-rollout -> resumes."""
 
 from __future__ import annotations
 
@@ -176,19 +176,36 @@ def test_canary_that_cannot_load_is_rolled_back(
     assert seen and all(v == "v1" and code == 200 for (code, v) in seen), seen
 
 
-def test_canary_without_gpus_is_rolled_back(
+def test_canary_no_node_can_hold_waits_instead_of_pending(
     kubectl: Kubectl, tiny_clip: Path, ready_model: str, traffic: Traffic
 ) -> None:
     mark = traffic.mark()
-    greedy = model_manifest(ready_model, source=tiny_clip, version="v2", progressDeadlineSeconds=20)
-    greedy["spec"]["resources"]["gpu"] = 2  # the dev node has one
+    greedy = model_manifest(ready_model, source=tiny_clip, version="v2", progressDeadlineSeconds=10)
+    greedy["spec"]["resources"]["gpu"] = 3  # the dev node has two
     apply(kubectl, greedy)
-    failed = wait_for(
-        lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
-        within=120,
-        what="rollback",
+    held = wait_for(
+        lambda: (
+            (s := status_of(kubectl, ready_model))
+            .get("rollout", {})
+            .get("capacity", {})
+            .get("held")
+            and s
+        ),
+        within=60,
+        what="the canary held for GPUs",
     )
-    assert "Insufficient nvidia.com/gpu" in failed["history"][-1]["reason"]
+    progressing = next(c for c in held["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "InsufficientGPU")
+    assert "needs 3 nvidia.com/gpu per pod" in held["message"], held["message"]
+    assert "the largest has 2" in held["message"], held["message"]
+    time.sleep(12)  # past progressDeadlineSeconds: a hold is not a failure
+    after = status_of(kubectl, ready_model)
+    assert after["phase"] == "Progressing" and not after.get("history"), after
+    # no canary pod was made to sit Pending; the stable served everything
+    pods = kubectl(
+        "get", "pods", "-l", f"mmop.io/model={ready_model},mmop.io/version=v2", "-o", "name"
+    )
+    assert pods.strip() == ""
     assert _stable_failures(traffic, mark, "v1") == []
     assert all(v == "v1" for (_, v) in traffic.since(mark))
 

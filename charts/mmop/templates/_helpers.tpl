@@ -82,6 +82,11 @@ Role in watchNamespace.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# GPU capacity (spec.rollout.capacity): a GPU model's canary is planned around the free GPUs,
+# the nodes' allocatable minus the requests of the pods bound there, in every namespace.
+- apiGroups: [""]
+  resources: ["nodes", "pods"]
+  verbs: ["list"]
 {{- if .Values.watchNamespace }}
 # kopf lists and watches namespaces when it serves named namespaces (not cluster-wide).
 - apiGroups: [""]

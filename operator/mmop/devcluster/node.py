@@ -12,7 +12,7 @@ from mmop.devcluster.ipam import NODE_IP
 from mmop.devcluster.podworker import now_stamp
 from mmop.operator import kube
 
-NODE: Final = kube.Kind("", "v1", "nodes", "Node", namespaced=False)
+NODE: Final = kube.NODE
 NODE_NAME: Final = "mmop-dev"
 KUBELET_VERSION: Final = "v1.35.0-mmop-dev"
 

@@ -54,6 +54,7 @@ class Kind:
 
 
 NAMESPACE = Kind("", "v1", "namespaces", "Namespace", namespaced=False)
+NODE = Kind("", "v1", "nodes", "Node", namespaced=False)
 POD = Kind("", "v1", "pods", "Pod")
 SERVICE = Kind("", "v1", "services", "Service")
 ENDPOINTS = Kind("", "v1", "endpoints", "Endpoints")

@@ -118,6 +118,12 @@ class Strategy(StrEnum):
     MANUAL = "Manual"
 
 
+class CapacityMode(StrEnum):
+    AUTO = "Auto"
+    SURGE = "Surge"
+    SWAP = "Swap"
+
+
 class MetricType(StrEnum):
     CPU = "CPU"
     QPS = "QPS"
@@ -605,6 +611,11 @@ class Rollout(_Model):
     """Manual strategy only: the canary's weight in percent."""
     quality: Quality | None = None
     """Compare the canary's answers with the stable's (absent: no quality gate)."""
+    capacity: CapacityMode = CapacityMode.AUTO
+    """Where a GPU canary's pods find their GPUs. Surge: beside the stable's (held, with
+    reason InsufficientGPU, until the free GPUs fit them). Swap: taken from the stable one
+    GPU-holding replica at a time (never its last ready one) and given back on rollback.
+    Auto: Surge when the free GPUs fit the whole canary, else Swap, else hold."""
 
     @field_validator("steps")
     @classmethod
@@ -790,6 +801,29 @@ class MetricsSnapshot(_Model):
     """Cumulative number of live comparisons, by scoring metric."""
 
 
+class CapacityStatus(_Model):
+    """How the canary gets its GPUs: the plan and what the cluster had when last looked."""
+
+    mode: CapacityMode | None = None
+    """Surge or Swap, as chosen (none yet: held before a mode could be chosen)."""
+    gpus_per_replica: int = 0
+    """GPUs (of the model's gpuResource) one pod asks for."""
+    gpus_needed: int = 0
+    """GPUs the canary's next pods need (0: it has what its weight calls for)."""
+    gpus_free: int | None = None
+    """GPUs free on the nodes the model's pods may use (None: unknown)."""
+    lent_replicas: int = 0
+    """Swap: replicas the stable has given up for the canary (returned on rollback)."""
+    stable_replicas: int = 0
+    """The stable's replicas before it lent any (what a rollback gives back)."""
+    canary_replicas: int = 0
+    """Canary pods the plan allows now (their GPUs are free or lent)."""
+    held: bool = False
+    """The canary waits for GPUs (condition Progressing=False, reason InsufficientGPU)."""
+    message: str = ""
+    """The plan in one line: what is needed, what is free, what was lent."""
+
+
 class RolloutStatus(_Model):
     """Progress of the current canary."""
 
@@ -798,7 +832,8 @@ class RolloutStatus(_Model):
     failed_checks: int = 0
     """Failed analyses so far."""
     started_at: str | None = None
-    """When this canary was created."""
+    """When this canary was created (a GPU canary that waited for GPUs: when it got them).
+    progressDeadlineSeconds counts from here."""
     verified_at: str | None = None
     """When the canary became available and passed its readiness check and test inference."""
     last_step_at: str | None = None
@@ -812,6 +847,8 @@ class RolloutStatus(_Model):
     inconclusive_since: str | None = None
     """When the checks after verification started coming back inconclusive; after
     progressDeadlineSeconds of that the canary is rolled back."""
+    capacity: CapacityStatus | None = None
+    """GPU models: how the canary gets its GPUs (spec.rollout.capacity)."""
 
 
 class VersionRole(StrEnum):

@@ -91,6 +91,9 @@ def _header(body: dict[str, Any], status: dict[str, Any], now: datetime) -> list
     rows.append(("Replicas", f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)} ready"))
     if status.get("url"):
         rows.append(("URL", status["url"]))
+    gpus = rollout.get("capacity")
+    if gpus and status.get("canaryVersion"):
+        rows.append(("GPUs", str(gpus.get("message") or "")))
     check = rollout.get("lastCheck")
     if check:
         parts = [f"{check.get('result')} {_age(check.get('time'), now)} ago"]

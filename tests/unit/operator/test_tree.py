@@ -115,3 +115,12 @@ def test_paused_rollout_says_so() -> None:
     body["spec"]["rollout"]["paused"] = True
     text = render_tree(body, now=NOW)
     assert "Status:" in text and "॥ Paused" in text
+
+
+def test_a_gpu_canary_shows_its_capacity_plan() -> None:
+    model = _model()
+    assert "GPUs:" not in render_tree(model, deployments=[], pods=[], now=NOW)
+    message = "Swap: canary 1/1 pod(s) of 1 nvidia.com/gpu, 0 free, 1 replica(s) lent by the stable"
+    model["status"]["rollout"]["capacity"] = {"mode": "Swap", "lentReplicas": 1, "message": message}
+    text = render_tree(model, deployments=[], pods=[], now=NOW)
+    assert "GPUs:" in text and message in text

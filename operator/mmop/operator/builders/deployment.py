@@ -229,7 +229,7 @@ def _resources(res: models.Resources) -> dict[str, Any]:
     return {"requests": {"cpu": res.cpu, "memory": res.memory}, "limits": limits}
 
 
-def _tolerations(serving: models.ServingSpec) -> list[dict[str, Any]]:
+def pod_tolerations(serving: models.ServingSpec) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in serving.scheduling.tolerations]
     gpu_key = serving.resources.gpu_resource
     if serving.resources.gpu > 0 and not any(t.get("key") == gpu_key for t in tolerations):
@@ -315,7 +315,7 @@ def build_deployment(
         # preStop sleep + in-flight requests that may wait the whole queue timeout.
         "terminationGracePeriodSeconds": PRESTOP_SLEEP_SECONDS + batching.queue_timeout_seconds + 5,
         "nodeSelector": dict(serving.scheduling.node_selector),
-        "tolerations": _tolerations(serving),
+        "tolerations": pod_tolerations(serving),
     }
     init = _init_containers(serving, options=options, env=env)
     if init:

@@ -59,6 +59,13 @@ def _scaled(count: int, weight: int) -> int:
     return max(1, math.ceil(count * weight / 100))
 
 
+def canary_target(spec: models.MultimodalModelSpec, weight: int) -> int:
+    """The canary pods a weight calls for (the HPA's floor when autoscaling is on)."""
+    if spec.autoscaling is not None:
+        return _scaled(spec.autoscaling.min_replicas, weight)
+    return _scaled(max(spec.replicas, 1), weight)
+
+
 def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
     """Stable first, then the canary if one is in flight. Retiring versions are not planned:
     the reconciler leaves their objects alone until they are due for deletion."""
@@ -72,17 +79,28 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
     canary = status.canary_version is not None and status.canary_version != stable_name
     weight = status.canary_weight if canary else 0
     service_router = spec.traffic.router == models.Router.SERVICE
+    # GPU capacity plan: the canary runs only the pods whose GPUs are free or lent, and the
+    # stable gives up the replicas it lent (spec.rollout.capacity).
+    capacity = status.rollout.capacity if canary and status.rollout is not None else None
+    lent = capacity.lent_replicas if capacity is not None else 0
 
     plans: list[VersionPlan] = []
     # Stable: full capacity throughout, so a rollback never finds it short of pods.
     if spec.autoscaling is not None:
         stable_replicas = None
         stable_min, stable_max = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas
+        if lent and capacity is not None:
+            # The operator owns these bounds: lowering the maximum makes the HPA give the
+            # lent pods up, instead of fighting it over spec.replicas.
+            stable_max = max(1, min(stable_max, capacity.stable_replicas - lent))
+            stable_min = min(stable_min, stable_max)
     else:
         stable_replicas = spec.replicas
         if service_router and canary and 0 < weight < 100:
             # No mesh: the split is the replica ratio, so the stable gives up what the canary takes.
             stable_replicas = max(1, spec.replicas - _scaled(spec.replicas, weight))
+        if lent:
+            stable_replicas = max(1, min(stable_replicas, spec.replicas - lent))
         stable_min = stable_max = stable_replicas
     plans.append(
         VersionPlan(
@@ -98,15 +116,23 @@ def plan_versions(mm: models.MultimodalModel) -> list[VersionPlan]:
             commit=status.hub_commits.get(stable_rev),
         )
     )
-    if canary:
+    allowed = capacity.canary_replicas if capacity is not None else None
+    # No GPU for the canary yet: no Deployment at all, so no pod waits Pending (and an HPA
+    # never meets a Deployment scaled to zero, which it would not scale up).
+    if canary and allowed != 0:
         assert status.canary_version is not None
         # The canary's capacity follows its weight; at weight 0 one pod answers the checks.
         if spec.autoscaling is not None:
             canary_replicas = None
             canary_min = _scaled(spec.autoscaling.min_replicas, weight)
             canary_max = _scaled(spec.autoscaling.max_replicas, weight)
+            if allowed is not None:
+                canary_min = min(canary_min, allowed)
+                canary_max = max(canary_min, min(canary_max, allowed))
         else:
             canary_replicas = _scaled(max(spec.replicas, 1), weight)
+            if allowed is not None:
+                canary_replicas = min(canary_replicas, allowed)
             canary_min = canary_max = canary_replicas
         canary_rev = status.canary_revision or spec.revision()
         plans.append(

@@ -19,13 +19,13 @@ import httpx
 from pydantic import ValidationError
 
 from mmop.operator import conditions, kube, metrics, models
-from mmop.operator.builders import meta
+from mmop.operator.builders import deployment, meta
 from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile import bounded, hub, observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
 from mmop.operator.reconcile.children import ChildrenReport, ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
-from mmop.operator.rollout import commands, machine, recovery
+from mmop.operator.rollout import capacity, commands, machine, recovery
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
 from mmop.runtime import contract
@@ -298,14 +298,43 @@ async def _observe(
                     by_version, status.stable_version, status.stable_revision
                 )
                 stable_metrics = await _metrics(ctx, mm, stable_pods, limits=limits)
+    gpus = await _free_gpus(ctx, mm) if machine.wants_capacity(mm.spec, status) else None
     return machine.Observations(
         now=now,
         versions=versions,
+        gpus=gpus,
         smoke=smoke_result,
         canary_metrics=canary_metrics,
         stable_metrics=stable_metrics,
         golden=golden,
         command=commands.parse_request(mm.metadata.annotations),
+    )
+
+
+async def _free_gpus(ctx: Context, mm: models.MultimodalModel) -> capacity.GpuCapacity | None:
+    """The free GPUs the canary could use: the matching Nodes' allocatable minus the requests of
+    every Pod bound there (all namespaces). None when the operator may not list them: the state
+    machine then takes nothing from the stable (Surge, as without capacity planning)."""
+    try:
+        nodes = await ctx.client.list_items(kube.NODE)
+        pods = await ctx.client.list_items(kube.POD)
+    except kube.ApiError as error:
+        if error.status not in (401, 403, 404):
+            raise
+        log.warning(
+            "%s/%s: cannot list Nodes and Pods for the free GPUs (HTTP %s): the operator needs "
+            "list on nodes and pods cluster-wide",
+            mm.metadata.namespace,
+            mm.metadata.name,
+            error.status,
+        )
+        return None
+    return capacity.free_gpus(
+        nodes=nodes,
+        pods=pods,
+        resource=mm.spec.resources.gpu_resource,
+        node_selector=mm.spec.scheduling.node_selector,
+        tolerations=deployment.pod_tolerations(mm.spec.serving()),
     )
 
 

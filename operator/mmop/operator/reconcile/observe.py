@@ -87,5 +87,10 @@ def observe_version(
     problem = next((pr for pr in (pod_problem(p) for p in pods) if pr), None)
     available = current_revision and caught_up and ready >= 1 and bool(ready_pods or not pods)
     return VersionObservation(
-        exists=True, replicas=desired, ready=ready, available=available, problem=problem
+        exists=True,
+        replicas=desired,
+        ready=ready,
+        available=available,
+        problem=problem,
+        pods=len(pods),
     )

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mmop.operator import conditions, models
-from mmop.operator.builders.plan import canary_mirror, version_name
-from mmop.operator.rollout import analysis, commands, quality
+from mmop.operator.builders.plan import canary_mirror, canary_target, version_name
+from mmop.operator.rollout import analysis, capacity, commands, quality
 
 HISTORY_LIMIT = 10
 QUALITY_CHECK_FAILED = "QualityCheckFailed"
@@ -33,6 +33,8 @@ class VersionObservation:
     """Its pods of the expected revision are up and at least one is ready."""
     problem: str | None = None
     """Why pods do not come up (Unschedulable, CrashLoopBackOff ...), if known."""
+    pods: int = 0
+    """Its pods that exist, terminating ones included (they hold their GPUs until gone)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Observations:
     """The stable version's counters, read at the same moment as the canary's."""
     command: commands.CommandRequest | None = None
     """A rollout command from the mmop.io/rollout-command annotation, handled or not."""
+    gpus: capacity.GpuCapacity | None = None
+    """Free GPUs of the model's resource on the nodes its pods may use, gathered when
+    :func:`wants_capacity` says so (None: not gathered or not readable)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,20 @@ def wants_golden_check(
     """A quality gate is set and the canary is not verified yet: once its test inference
     passes, the driver should compare its answers to the golden set with the stable's."""
     return spec.rollout.quality is not None and wants_smoke_test(status)
+
+
+def wants_capacity(spec: models.MultimodalModelSpec, status: models.MultimodalModelStatus) -> bool:
+    """A GPU model with a rollout running or about to start: the driver should list Nodes and
+    Pods for the free GPUs (:func:`capacity.free_gpus`)."""
+    return (
+        spec.resources.gpu > 0
+        and status.stable_revision is not None
+        and status.phase not in (models.Phase.PENDING, models.Phase.DEPLOYING)
+        and (
+            status.canary_version is not None
+            or spec.revision() not in (status.stable_revision, status.failed_revision)
+        )
+    )
 
 
 def wants_canary_metrics(status: models.MultimodalModelStatus) -> bool:
@@ -170,7 +189,7 @@ def next_rollout_decision(
     elif desired_rev == s.failed_revision and s.canary_version is None:
         s.phase = models.Phase.FAILED
     elif s.canary_revision != desired_rev:
-        _start_canary(step, desired, desired_rev)
+        _start_canary(step, spec, desired, desired_rev)
     else:
         _advance_canary(step, spec)
 
@@ -269,7 +288,9 @@ def _revert_to_retiring(step: _Step, desired: models.ServingSpec, desired_rev: s
     return True
 
 
-def _start_canary(step: _Step, desired: models.ServingSpec, desired_rev: str) -> None:
+def _start_canary(
+    step: _Step, spec: models.MultimodalModelSpec, desired: models.ServingSpec, desired_rev: str
+) -> None:
     s = step.s
     taken = {s.stable_version or ""} | {v.name for v in s.versions}
     if s.canary_version is not None:
@@ -284,12 +305,84 @@ def _start_canary(step: _Step, desired: models.ServingSpec, desired_rev: str) ->
     step.action = "create-canary"
     step.event("CanaryCreated", f"canary {name} (revision {desired_rev}) created at weight 0")
     step.due_in(step.tick)
+    _plan_gpus(step, spec)
+
+
+def _plan_gpus(step: _Step, spec: models.MultimodalModelSpec) -> bool:
+    """Where the canary's pods find their GPUs (spec.rollout.capacity); True when it holds for
+    them. Not a failure: the progress deadline starts once it has a GPU."""
+    s, rollout = step.s, step.s.rollout
+    if spec.resources.gpu == 0 or rollout is None or s.canary_version is None:
+        return False
+    stable = step.obs_of(s.stable_version)
+    stable_spec = s.stable_spec
+    stable_gpus = 0
+    if (
+        stable_spec is not None
+        and stable_spec.resources.gpu_resource == spec.resources.gpu_resource
+    ):
+        stable_gpus = stable_spec.resources.gpu
+    before = rollout.capacity
+    cap = capacity.plan_capacity(
+        before,
+        capacity.CapacityInput(
+            mode=spec.rollout.capacity,
+            gpus_per_replica=spec.resources.gpu,
+            wanted=canary_target(spec, s.canary_weight),
+            peak=canary_target(spec, 100),
+            canary_pods=step.obs_of(s.canary_version).pods,
+            stable_replicas=spec.replicas if spec.autoscaling is None else stable.replicas,
+            stable_gpus_per_replica=stable_gpus,
+            stable_pods=stable.pods,
+            stable_ready=stable.ready,
+            observed=step.obs.gpus,
+        ),
+    )
+    rollout.capacity = cap
+    if cap.held:
+        rollout.started_at = conditions.rfc3339(step.now)
+        if before is None or not before.held or before.message != cap.message:
+            step.event(capacity.INSUFFICIENT_GPU, cap.message, warning=True)
+        step.action = "wait-gpus"
+        step.due_in(step.tick)
+        return True
+    if before is not None and before.held:
+        step.event("GPUsAvailable", f"canary {s.canary_version}: {cap.message}")
+    if cap.lent_replicas > (before.lent_replicas if before else 0):
+        step.event(
+            "ReplicaLent",
+            f"stable {s.stable_version} lends a replica to canary {s.canary_version} "
+            f"({cap.lent_replicas} lent)",
+        )
+    if cap.lent_replicas > cap.canary_replicas or cap.canary_replicas > (
+        before.canary_replicas if before else 0
+    ):
+        step.due_in(step.tick)  # a move in flight: look again soon
+    return False
+
+
+def _gpu_move(step: _Step) -> str | None:
+    """A replica on its way from the stable to the canary, or a canary pod planned and not
+    ready yet: the weight waits for it (it follows the ready replicas)."""
+    s, rollout = step.s, step.s.rollout
+    cap = rollout.capacity if rollout is not None else None
+    if cap is None:
+        return None
+    canary = step.obs_of(s.canary_version)
+    if cap.lent_replicas > cap.canary_replicas:
+        return f"waiting for a replica lent by stable {s.stable_version}: {cap.message}"
+    if canary.ready < canary.replicas:
+        return f"waiting for canary pods: {canary.ready}/{canary.replicas} ready"
+    return None
 
 
 def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
     s = step.s
     rollout = s.rollout = s.rollout or models.RolloutStatus(started_at=conditions.rfc3339(step.now))
     s.phase = models.Phase.PROGRESSING
+    weight = s.canary_weight
+    if _plan_gpus(step, spec):
+        return
     if rollout.verified_at is None:
         _verify_canary(step, spec)
     elif _resume_first_step(step, spec):
@@ -298,6 +391,8 @@ def _advance_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
         _manual_weight(step, spec)
     else:
         _analyse_step(step, spec)
+    if s.canary_weight > weight and s.canary_version is not None and s.rollout is not None:
+        _plan_gpus(step, spec)  # the new weight's pods: start moving them in this pass
 
 
 def _verify_canary(step: _Step, spec: models.MultimodalModelSpec) -> None:
@@ -468,6 +563,11 @@ def _analyse_step(step: _Step, spec: models.MultimodalModelSpec) -> None:
         step.due_in(interval - waited)
         return
     step.due_in(step.tick)
+    moving = _gpu_move(step)
+    if moving is not None:
+        step.action = "wait-gpus"
+        _inconclusive_deadline(step, spec, moving)
+        return
     now = conditions.rfc3339(step.now)
     canary = step.obs_of(s.canary_version)
     stable_window = analysis.stable_window(
@@ -590,6 +690,8 @@ def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
     s = step.s
     assert s.canary_version is not None and s.canary_revision is not None
     old_name, old_rev, old_mirror = s.stable_version, s.stable_revision, s.stable_mirror
+    cap = s.rollout.capacity if s.rollout is not None else None
+    swapped = cap is not None and cap.lent_replicas > 0
     step.history(models.HistoryResult.PROMOTED, why)
     step.event("Promoted", f"version {s.canary_version} promoted to stable ({why})")
     s.stable_version, s.stable_revision = s.canary_version, s.canary_revision
@@ -597,7 +699,12 @@ def _promote(step: _Step, spec: models.MultimodalModelSpec, why: str) -> None:
     # The canary's pods keep the mirror env they were created with: no restart on promotion.
     s.stable_mirror = canary_mirror(spec, stable_version=old_name)
     step.clear_canary()
-    if old_name is not None and old_rev is not None:
+    if swapped and old_name is not None:
+        # Its GPUs are what the new stable's remaining replicas wait for: no delay.
+        step.event(
+            "VersionRetired", f"version {old_name} scaled down: its GPUs go to the new stable"
+        )
+    elif old_name is not None and old_rev is not None:
         _retire(
             step, old_name, old_rev, delay=spec.rollout.scale_down_delay_seconds, mirror=old_mirror
         )
@@ -702,7 +809,7 @@ def _apply_command(
         message = f"canary {version} is being rolled back"
     else:
         step.event("RolloutRetried", f"retrying revision {desired_rev} after its rollback")
-        _start_canary(step, desired, desired_rev)
+        _start_canary(step, spec, desired, desired_rev)
         message = f"revision {desired_rev} rolls out again as canary {s.canary_version}"
     _acknowledge(step, request, models.CommandResult.ACCEPTED, message)
     return True
@@ -901,7 +1008,9 @@ def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int
     s.message = (
         progressing[2]
         if progressing[0] == "True"
-        else (progressing[2] if s.phase == models.Phase.FAILED else ready[2])
+        or s.phase == models.Phase.FAILED
+        or progressing[1] == capacity.INSUFFICIENT_GPU
+        else ready[2]
     )
 
 
@@ -916,6 +1025,9 @@ def _progressing(
     if s.canary_version is not None and s.rollout is not None:
         check = s.rollout.last_check
         detail = f"; last check {check.result}: {check.message}" if check else ""
+        cap = s.rollout.capacity
+        if cap is not None and cap.held:
+            return ("False", capacity.INSUFFICIENT_GPU, f"canary {s.canary_version}: {cap.message}")
         if s.rollout.verified_at is None:
             canary = step.obs_of(s.canary_version)
             waiting = canary.problem or f"{canary.ready}/{canary.replicas} pods ready"

@@ -49,3 +49,41 @@ def test_mesh_router_keeps_stable_at_full_size(
     spec = clip.spec.model_copy(update={"autoscaling": None, "replicas": 4})
     stable, canary = plan_versions(with_canary(clip.model_copy(update={"spec": spec}), weight=50))
     assert (stable.replicas, canary.replicas) == (4, 2)
+
+
+def test_gpu_capacity_plan_caps_the_canary_and_lends_the_stables_hpa_bound() -> None:
+    """Swap with autoscaling: the stable's HPA maxReplicas (a bound the operator owns) goes
+    down by what it lent; the canary's HPA is held to the pods whose GPUs it has; a canary
+    allowed no pod gets no Deployment (nothing Pending, no HPA facing zero replicas)."""
+    doc = {
+        "metadata": {"name": "m", "namespace": "d"},
+        "spec": {
+            "version": "v2",
+            "model": {"source": "hf://openai/clip", "task": "zero-shot-image-classification"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 6},
+        },
+        "status": {
+            "stableVersion": "v1",
+            "stableRevision": "r1",
+            "canaryVersion": "v2",
+            "canaryRevision": "r2",
+            "canaryWeight": 50,
+            "rollout": {
+                "capacity": {
+                    "mode": "Swap",
+                    "lentReplicas": 2,
+                    "canaryReplicas": 1,
+                    "stableReplicas": 4,
+                }
+            },
+        },
+    }
+    mm = models.MultimodalModel.model_validate(doc)
+    mm.status.stable_spec = mm.spec.serving().model_copy(update={"version": "v1"})
+    stable, canary = plan_versions(mm)
+    assert (stable.replicas, stable.min_replicas, stable.max_replicas) == (None, 2, 2)
+    assert (canary.replicas, canary.min_replicas, canary.max_replicas) == (None, 1, 1)
+    held = mm.model_copy(deep=True)
+    assert held.status.rollout is not None and held.status.rollout.capacity is not None
+    held.status.rollout.capacity.canary_replicas = 0
+    assert [p.name for p in plan_versions(held)] == ["v1"]
