@@ -23,9 +23,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mmop.devcluster import meshcrds
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
 from mmop.devcluster.cluster import free_port
+from mmop.devcluster.router import meshcrds
 from mmop.operator import crd, kube
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-from mmop.devcluster.quantity import format_quantity, parse_quantity
+from mmop.devcluster.kubelet.quantity import format_quantity, parse_quantity
 
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 # Requests sized for real GPU nodes (4 CPUs, 16Gi per replica) must fit on a laptop: the node

@@ -1,4 +1,4 @@
-"""devcluster/podvolumes.py: where volumes live locally and what mount paths map to."""
+"""devcluster/kubelet/podvolumes.py: where volumes live locally and what mount paths map to."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from mmop.devcluster import podvolumes
-from mmop.devcluster.podenv import EnvSources
+from mmop.devcluster.kubelet import podvolumes
+from mmop.devcluster.kubelet.podenv import EnvSources
 
 SPEC = {
     "volumes": [

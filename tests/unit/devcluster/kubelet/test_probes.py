@@ -1,8 +1,9 @@
-"""devcluster/probes.py: probe specs with shortened periods and the kubelet's counting rule."""
+"""devcluster/kubelet/probes.py: probe specs with shortened periods and the kubelet's counting
+rule."""
 
 from __future__ import annotations
 
-from mmop.devcluster import probes
+from mmop.devcluster.kubelet import probes
 
 CONTAINER = {"ports": [{"name": "http", "containerPort": 8080}]}
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmop.devcluster.podenv import EnvSources
+from mmop.devcluster.kubelet.podenv import EnvSources
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""devcluster/podstatus.py: pod and container status as a real kubelet reports them."""
+"""devcluster/kubelet/podstatus.py: pod and container status as a real kubelet reports them."""
 
 from __future__ import annotations
 
-from mmop.devcluster import podstatus
-from mmop.devcluster.podstatus import ContainerView
+from mmop.devcluster.kubelet import podstatus
+from mmop.devcluster.kubelet.podstatus import ContainerView
 
 NOW = "2026-01-01T00:00:10Z"
 EARLIER = "2026-01-01T00:00:00Z"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mmop.devcluster import demo, meshcrds, progress
-from mmop.devcluster.ipam import LoopbackPool, PoolExhaustedError, UnsafeLockDirError
+from mmop.devcluster import demo, progress
+from mmop.devcluster.kubelet.ipam import LoopbackPool, PoolExhaustedError, UnsafeLockDirError
+from mmop.devcluster.router import meshcrds
 from mmop.operator import cli as operator_cli
 from mmop.operator import kube, models
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import httpx
 
-from mmop.devcluster import podenv, podvolumes, probes
-from mmop.devcluster.ipam import NODE_IP
-from mmop.devcluster.podstatus import ContainerView, terminated_state
-from mmop.devcluster.scheduling import node_capacity
+from mmop.devcluster.kubelet import podenv, podvolumes, probes
+from mmop.devcluster.kubelet.ipam import NODE_IP
+from mmop.devcluster.kubelet.podstatus import ContainerView, terminated_state
+from mmop.devcluster.kubelet.resources import node_capacity
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1

@@ -1,4 +1,4 @@
-"""devcluster/routing.py: model lookup by host or path, routes (VirtualService, HTTPRoute,
+"""devcluster/router/decisions.py: model lookup by host or path, routes (VirtualService, HTTPRoute,
 Service), weighted version choice with a seeded RNG, ready pods and round-robin."""
 
 from __future__ import annotations
@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from mmop.devcluster import routing
-from mmop.devcluster.routing import Backend, ClusterView, Request, ServiceRef, StaticObjects
+from mmop.devcluster.router import decisions
+from mmop.devcluster.router.decisions import (
+    Backend,
+    ClusterView,
+    Request,
+    ServiceRef,
+    StaticObjects,
+)
 
 
 def _meta(name: str, ns: str = "ml", **extra: Any) -> dict[str, Any]:
@@ -128,7 +134,7 @@ class TestHosts:
         ],
     )
     def test_parse_host(self, host: str, ref: ServiceRef | None) -> None:
-        assert routing.parse_host(host, default_namespace="default") == ref
+        assert decisions.parse_host(host, default_namespace="default") == ref
 
     @pytest.mark.parametrize(
         ("host", "cluster"),
@@ -144,12 +150,12 @@ class TestHosts:
         ],
     )
     def test_is_cluster_host(self, host: str, cluster: bool) -> None:
-        assert routing.is_cluster_host(host) is cluster
+        assert decisions.is_cluster_host(host) is cluster
 
     def test_model_from_path(self) -> None:
-        assert routing.model_from_path("/v2/models/clip/infer") == "clip"
-        assert routing.model_from_path("/v2/models/clip") == "clip"
-        assert routing.model_from_path("/v2/health/ready") is None
+        assert decisions.model_from_path("/v2/models/clip/infer") == "clip"
+        assert decisions.model_from_path("/v2/models/clip") == "clip"
+        assert decisions.model_from_path("/v2/health/ready") is None
 
 
 class TestFindRoute:
@@ -158,7 +164,7 @@ class TestFindRoute:
             virtual_services=[_virtual_service({"v1": 75, "v2": 25})],
             destination_rules=[DESTINATION_RULE],
         )
-        route = routing.find_route(view, Request(host="clip.ml", path="/v2/health/ready"))
+        route = decisions.find_route(view, Request(host="clip.ml", path="/v2/health/ready"))
         assert route is not None
         assert route.via == "VirtualService clip"
         assert [(b.version, b.weight, dict(b.labels)) for b in route.backends] == [
@@ -171,14 +177,14 @@ class TestFindRoute:
             virtual_services=[_virtual_service({"v1": 100}, hosts=["clip"])],
             destination_rules=[DESTINATION_RULE],
         )
-        route = routing.find_route(view, Request(host="clip.ml.svc.cluster.local", path="/"))
+        route = decisions.find_route(view, Request(host="clip.ml.svc.cluster.local", path="/"))
         assert route is not None
         assert route.via == "VirtualService clip"
 
     def test_external_host_of_a_virtual_service(self) -> None:
         vs = _virtual_service({"v1": 100}, hosts=["clip", "clip.example.com"])
         view = _view(virtual_services=[vs], destination_rules=[DESTINATION_RULE])
-        route = routing.find_route(view, Request(host="clip.example.com", path="/"))
+        route = decisions.find_route(view, Request(host="clip.example.com", path="/"))
         assert route is not None
         assert route.backends[0].version == "v1"
 
@@ -186,20 +192,20 @@ class TestFindRoute:
         view = _view(
             virtual_services=[_virtual_service({"v3": 100})], destination_rules=[DESTINATION_RULE]
         )
-        route = routing.find_route(view, Request(host="clip.ml", path="/"))
+        route = decisions.find_route(view, Request(host="clip.ml", path="/"))
         assert route is not None
         assert route.backends[0].problem is not None
-        assert routing.ready_pods(view, route.backends[0]) == []
+        assert decisions.ready_pods(view, route.backends[0]) == []
 
     def test_http_route_attached_to_the_service(self) -> None:
         view = _view(http_routes=[_http_route({"v1": 90, "v2": 10})])
-        route = routing.find_route(view, Request(host="clip.ml.svc", path="/"))
+        route = decisions.find_route(view, Request(host="clip.ml.svc", path="/"))
         assert route is not None
         assert route.via == "HTTPRoute clip"
         assert [(b.service, b.weight) for b in route.backends] == [("clip-v1", 90), ("clip-v2", 10)]
 
     def test_plain_service(self) -> None:
-        route = routing.find_route(_view(), Request(host="clip.ml", path="/"))
+        route = decisions.find_route(_view(), Request(host="clip.ml", path="/"))
         assert route is not None
         assert route.via == "Service clip"
         assert route.backends == (Backend(version="", weight=1, namespace="ml", service="clip"),)
@@ -211,29 +217,29 @@ class TestFindRoute:
             method="POST",
             headers={"x-mmop-namespace": "ml"},
         )
-        route = routing.find_route(_view(), request)
+        route = decisions.find_route(_view(), request)
         assert route is not None
         assert route.model == ServiceRef("ml", "clip")
 
     def test_path_defaults_to_the_default_namespace(self) -> None:
         request = Request(host="localhost", path="/v2/models/clip/infer")
-        assert routing.find_route(_view(), request) is None
+        assert decisions.find_route(_view(), request) is None
 
     def test_unknown_host_falls_back_to_the_path(self) -> None:
         request = Request(
             host="nothing.ml", path="/v2/models/clip/ready", headers={"X-Mmop-Namespace": "ml"}
         )
-        route = routing.find_route(_view(), request)
+        route = decisions.find_route(_view(), request)
         assert route is not None
         assert route.model.name == "clip"
 
     def test_a_proxied_request_is_routed_by_its_host_only(self) -> None:
         # the router as a pod's HTTP proxy: a pod IP or another host is not a model by its path
         request = Request(host="127.0.0.5:8080", path="/v2/models/clip/infer")
-        assert routing.find_route(_view(), request, default_namespace="ml") is not None
-        assert routing.find_route(_view(), request, default_namespace="ml", by_path=False) is None
+        assert decisions.find_route(_view(), request, default_namespace="ml") is not None
+        assert decisions.find_route(_view(), request, default_namespace="ml", by_path=False) is None
         by_host = Request(host="clip.ml.svc.cluster.local:8080", path="/v2/models/other/infer")
-        route = routing.find_route(_view(), by_host, by_path=False)
+        route = decisions.find_route(_view(), by_host, by_path=False)
         assert route is not None
         assert route.model == ServiceRef("ml", "clip")
 
@@ -247,10 +253,10 @@ class TestFindRoute:
             },
         )
         view = _view(virtual_services=[vs], destination_rules=[DESTINATION_RULE])
-        canary = routing.find_route(
+        canary = decisions.find_route(
             view, Request(host="clip.ml", path="/v2/x", headers={"X-Canary": "yes"})
         )
-        plain = routing.find_route(view, Request(host="clip.ml", path="/v2/x"))
+        plain = decisions.find_route(view, Request(host="clip.ml", path="/v2/x"))
         assert canary is not None and plain is not None
         assert [(b.version, b.weight) for b in canary.backends] == [("v2", 100)]
         assert [b.version for b in plain.backends] == ["v1"]
@@ -270,7 +276,7 @@ class TestFindRoute:
             },
         )
         view = _view(virtual_services=[vs], destination_rules=[DESTINATION_RULE])
-        route = routing.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
+        route = decisions.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
         assert route is not None
         assert [(b.version, b.port) for b in route.backends] == [("v1", 80)]
 
@@ -280,8 +286,8 @@ class TestFindRoute:
             {"path": {"type": "PathPrefix", "value": "/v2/models"}}
         ]
         view = _view(http_routes=[route_obj])
-        hit = routing.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
-        miss = routing.find_route(view, Request(host="clip.ml", path="/v2/modelsx"))
+        hit = decisions.find_route(view, Request(host="clip.ml", path="/v2/models/clip/infer"))
+        miss = decisions.find_route(view, Request(host="clip.ml", path="/v2/modelsx"))
         assert hit is not None and miss is not None
         assert len(hit.backends) == 1
         assert miss.backends == ()
@@ -291,51 +297,51 @@ class TestChoice:
     def test_weights_split_draws(self) -> None:
         backends = [Backend("v1", 80, "ml", "clip"), Backend("v2", 20, "ml", "clip")]
         rng = random.Random(42)
-        counts = Counter(routing.choose_backend(backends, rng).version for _ in range(10_000))
+        counts = Counter(decisions.choose_backend(backends, rng).version for _ in range(10_000))
         assert 7_700 < counts["v1"] < 8_300
         assert counts["v1"] + counts["v2"] == 10_000
 
     def test_seeded_rng_repeats(self) -> None:
         backends = [Backend("v1", 50, "ml", "clip"), Backend("v2", 50, "ml", "clip")]
         one, two = random.Random(7), random.Random(7)
-        first = [routing.choose_backend(backends, one) for _ in range(50)]
-        second = [routing.choose_backend(backends, two) for _ in range(50)]
+        first = [decisions.choose_backend(backends, one) for _ in range(50)]
+        second = [decisions.choose_backend(backends, two) for _ in range(50)]
         assert first == second
         assert {b.version for b in first if b} == {"v1", "v2"}
 
     def test_zero_weight_is_never_chosen(self) -> None:
         backends = [Backend("v1", 100, "ml", "clip"), Backend("v2", 0, "ml", "clip")]
         rng = random.Random(0)
-        assert {routing.choose_backend(backends, rng).version for _ in range(200)} == {"v1"}
+        assert {decisions.choose_backend(backends, rng).version for _ in range(200)} == {"v1"}
 
     def test_all_zero_is_none(self) -> None:
-        assert routing.choose_backend([Backend("v1", 0, "ml", "clip")], random.Random()) is None
+        assert decisions.choose_backend([Backend("v1", 0, "ml", "clip")], random.Random()) is None
 
 
 class TestPods:
     def test_ready_pods_of_a_subset(self) -> None:
         backend = Backend("v2", 10, "ml", "clip", labels={"mmop.io/version": "v2"})
-        assert [p["metadata"]["name"] for p in routing.ready_pods(_view(), backend)] == [
+        assert [p["metadata"]["name"] for p in decisions.ready_pods(_view(), backend)] == [
             "clip-v2-a"
         ]
 
     def test_service_without_selector_has_no_pods(self) -> None:
         view = _view(services=[{"metadata": _meta("clip"), "spec": {}}])
-        assert routing.ready_pods(view, Backend("", 1, "ml", "clip")) == []
+        assert decisions.ready_pods(view, Backend("", 1, "ml", "clip")) == []
 
     def test_target_port_by_name_and_number(self) -> None:
         backend = Backend("", 1, "ml", "clip", port=80)
-        assert routing.target_port(_view(), backend, PODS[0]) == 8080
+        assert decisions.target_port(_view(), backend, PODS[0]) == 8080
         numeric = _view(services=[_service("clip", {"a": "b"}, target=9000)])
-        assert routing.target_port(numeric, backend, PODS[0]) == 9000
+        assert decisions.target_port(numeric, backend, PODS[0]) == 9000
 
     def test_version_prefers_the_pod_label(self) -> None:
-        assert routing.pod_version(PODS[0], Backend("clip-v1", 1, "ml", "clip-v1")) == "v1"
+        assert decisions.pod_version(PODS[0], Backend("clip-v1", 1, "ml", "clip-v1")) == "v1"
         bare = {"metadata": {"name": "p"}}
-        assert routing.pod_version(bare, Backend("clip-v1", 1, "ml", "clip-v1")) == "clip-v1"
+        assert decisions.pod_version(bare, Backend("clip-v1", 1, "ml", "clip-v1")) == "clip-v1"
 
     def test_round_robin_turns_per_key(self) -> None:
-        turns = routing.RoundRobin()
+        turns = decisions.RoundRobin()
         pods = PODS[:2]
         picked = [turns.pick(("ml", "clip", "v1"), pods)["metadata"]["name"] for _ in range(4)]
         assert picked == ["clip-v1-a", "clip-v1-b", "clip-v1-a", "clip-v1-b"]

@@ -1,10 +1,10 @@
-"""devcluster/podenv.py: env with valueFrom, $(VAR) expansion, path remapping, MMOP_HOST."""
+"""devcluster/kubelet/podenv.py: env with valueFrom, $(VAR) expansion, path remapping, MMOP_HOST."""
 
 from __future__ import annotations
 
 import pytest
 
-from mmop.devcluster import podenv
+from mmop.devcluster.kubelet import podenv
 
 POD = {
     "metadata": {

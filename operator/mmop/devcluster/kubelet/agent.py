@@ -1,9 +1,10 @@
 """The local kubelet: the one node ``mmop-dev`` with its Deployment controller
-(:mod:`controller`) and scheduler (:mod:`scheduler`), running every pod bound to the node as a
-local process (:mod:`podworker`) on its own loopback IP and keeping its status true.
+(:mod:`mmop.devcluster.controllers.deployment`) and scheduler (:mod:`.scheduler`), running
+every pod bound to the node as a local process (:mod:`.podworker`) on its own loopback IP and
+keeping its status true.
 
-One loop drives it all, woken by watch events (:mod:`informer`) and by pod processes, with a
-periodic resync; a pass writes only what changed. HPAs are not evaluated. On
+One loop drives it all, woken by watch events (:mod:`mmop.devcluster.informer`) and by pod
+processes, with a periodic resync; a pass writes only what changed. HPAs are not evaluated. On
 :meth:`Kubelet.stop` every pod process is stopped; if the whole program dies instead, each pod
 gets SIGKILL from the kernel (its parent-death signal).
 """
@@ -25,13 +26,13 @@ from typing import Any, Final
 
 import httpx
 
-from mmop.devcluster import podenv, podstatus, scheduling
-from mmop.devcluster.controller import DeploymentController, terminating, uid_of
+from mmop.devcluster.controllers.deployment import DeploymentController, terminating, uid_of
 from mmop.devcluster.informer import Cache
-from mmop.devcluster.ipam import LoopbackPool, PoolExhaustedError
-from mmop.devcluster.node import NODE_NAME, register_node
-from mmop.devcluster.podworker import PodWorker, WorkerSettings, now_stamp, runtime_command
-from mmop.devcluster.scheduler import Scheduler
+from mmop.devcluster.kubelet import podenv, podstatus, resources
+from mmop.devcluster.kubelet.ipam import LoopbackPool, PoolExhaustedError
+from mmop.devcluster.kubelet.node import NODE_NAME, register_node
+from mmop.devcluster.kubelet.podworker import PodWorker, WorkerSettings, now_stamp, runtime_command
+from mmop.devcluster.kubelet.scheduler import Scheduler
 from mmop.operator import kube
 from mmop.runtime import contract
 
@@ -199,14 +200,14 @@ class Kubelet:
         for pod in self._bound_here():
             uid = uid_of(pod)
             counted.add(uid)
-            held.append(scheduling.pod_requests(pod.get("spec") or {}))
+            held.append(resources.pod_requests(pod.get("spec") or {}))
             running = self._running.get(uid)
             devices.update(running.devices if running else self.scheduler.reserved_devices(uid))
         for uid, running in self._running.items():
             if uid not in counted:
                 held.append(running.requests)
                 devices.update(running.devices)
-        return scheduling.add(held), devices
+        return resources.add(held), devices
 
     def _run_bound_pods(self) -> None:
         wanted = {uid_of(p): p for p in self._bound_here() if not terminating(p)}
@@ -224,12 +225,12 @@ class Kubelet:
         except PoolExhaustedError as error:
             log.error("pod %s/%s: %s", ns, name, error)
             return
-        requests = scheduling.pod_requests(pod.get("spec") or {})
+        requests = resources.pod_requests(pod.get("spec") or {})
         devices = self.scheduler.take_devices(uid)
         if devices is None:  # bound by someone else: take devices now
             _, busy = self._in_use()
-            count = scheduling.gpu_count(requests)
-            devices = scheduling.pick_devices(count, total=self.config.gpus, in_use=busy) or []
+            count = resources.gpu_count(requests)
+            devices = resources.pick_devices(count, total=self.config.gpus, in_use=busy) or []
         visible = ",".join(str(d) for d in devices)
         extra_env = {"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible or "void"}
         if devices and not HAS_NVIDIA_DRIVER:
@@ -300,7 +301,7 @@ class Kubelet:
                 start_time=worker.start_time,
                 now=now_stamp(),
                 previous=previous,
-                qos_class=scheduling.qos_class(pod.get("spec") or {}),
+                qos_class=resources.qos_class(pod.get("spec") or {}),
             )
             if all(previous.get(k) == v for k, v in status.items()):
                 continue

@@ -1,5 +1,5 @@
-"""devcluster/deployments.py: hashes and names, which pods to create or delete, and the
-Deployment status (counts and conditions) that kubectl rollout status reads."""
+"""devcluster/controllers/deployment_decisions.py: hashes and names, which pods to create or
+delete, and the Deployment status (counts and conditions) that kubectl rollout status reads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mmop.devcluster import deployments
-from mmop.devcluster.deployments import PodView, Strategy
+from mmop.devcluster.controllers import deployment_decisions
+from mmop.devcluster.controllers.deployment_decisions import PodView, Strategy
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 STAMP = "2026-01-01T12:00:00Z"
@@ -47,25 +47,25 @@ def _pod(name: str, *, current: bool = True, ready: bool = False, created: str =
 
 class TestNames:
     def test_hash_is_stable_and_follows_the_template(self) -> None:
-        a = deployments.template_hash({"spec": {"containers": [{"name": "x"}]}})
-        assert a == deployments.template_hash({"spec": {"containers": [{"name": "x"}]}})
-        assert a != deployments.template_hash({"spec": {"containers": [{"name": "y"}]}})
-        assert set(a) <= set(deployments.SAFE_ALPHABET)
+        a = deployment_decisions.template_hash({"spec": {"containers": [{"name": "x"}]}})
+        assert a == deployment_decisions.template_hash({"spec": {"containers": [{"name": "x"}]}})
+        assert a != deployment_decisions.template_hash({"spec": {"containers": [{"name": "y"}]}})
+        assert set(a) <= set(deployment_decisions.SAFE_ALPHABET)
 
     def test_pod_name(self) -> None:
-        name = deployments.pod_name("clip-v1", "5bc885997f", random.Random(1))
+        name = deployment_decisions.pod_name("clip-v1", "5bc885997f", random.Random(1))
         assert re.fullmatch(r"clip-v1-5bc885997f-[bcdfghjklmnpqrstvwxz2456789]{5}", name)
 
     def test_build_pod_copies_the_template_and_owns_it(self) -> None:
         dep = _deployment()
         dep["spec"]["template"]["metadata"]["annotations"] = {"mmop.io/revision": "r1"}
         dep["spec"]["template"]["spec"] = {"containers": [{"name": "runtime"}]}
-        pod = deployments.build_pod(dep, hash_="h", name="clip-v1-h-abcde")
+        pod = deployment_decisions.build_pod(dep, hash_="h", name="clip-v1-h-abcde")
         assert pod["metadata"]["labels"] == {"app": "a", "pod-template-hash": "h"}
         assert pod["metadata"]["annotations"] == {"mmop.io/revision": "r1"}
         assert pod["metadata"]["namespace"] == "ml"
         assert pod["spec"] == {"containers": [{"name": "runtime"}]}
-        assert deployments.controller_uid(pod) == "d-1"
+        assert deployment_decisions.controller_uid(pod) == "d-1"
 
 
 class TestStrategy:
@@ -77,27 +77,29 @@ class TestStrategy:
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
             },
         )
-        assert deployments.strategy(dep) == Strategy(max_surge=1, max_unavailable=0)
+        assert deployment_decisions.strategy(dep) == Strategy(max_surge=1, max_unavailable=0)
 
     def test_zero_and_zero_allows_one_unavailable(self) -> None:
         dep = _deployment(
             replicas=2, strategy={"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}
         )
-        assert deployments.strategy(dep).max_unavailable == 1
+        assert deployment_decisions.strategy(dep).max_unavailable == 1
 
     def test_recreate(self) -> None:
-        assert deployments.strategy(_deployment(strategy={"type": "Recreate"})).recreate
+        assert deployment_decisions.strategy(_deployment(strategy={"type": "Recreate"})).recreate
 
     def test_absent_replicas_mean_one(self) -> None:
-        assert deployments.desired_replicas(_deployment(replicas=None)) == 1
+        assert deployment_decisions.desired_replicas(_deployment(replicas=None)) == 1
 
 
 class TestPlanPods:
     surge = Strategy(max_surge=1, max_unavailable=0)
 
     def test_scale_up(self) -> None:
-        plan = deployments.plan_pods(desired=3, strategy=self.surge, new=[_pod("a")], old=[])
-        assert plan == deployments.PodPlan(create=2)
+        plan = deployment_decisions.plan_pods(
+            desired=3, strategy=self.surge, new=[_pod("a")], old=[]
+        )
+        assert plan == deployment_decisions.PodPlan(create=2)
 
     def test_scale_down_removes_unready_and_newest_first(self) -> None:
         new = [
@@ -105,26 +107,28 @@ class TestPlanPods:
             _pod("young-ready", ready=True, created="2"),
             _pod("unready", created="0"),
         ]
-        plan = deployments.plan_pods(desired=1, strategy=self.surge, new=new, old=[])
+        plan = deployment_decisions.plan_pods(desired=1, strategy=self.surge, new=new, old=[])
         assert plan.delete == ("unready", "young-ready")
 
     def test_rolling_update_surges_then_keeps_the_old_pod(self) -> None:
         old = [_pod("old", current=False, ready=True)]
-        plan = deployments.plan_pods(desired=1, strategy=self.surge, new=[], old=old)
-        assert plan == deployments.PodPlan(create=1)
-        waiting = deployments.plan_pods(desired=1, strategy=self.surge, new=[_pod("new")], old=old)
-        assert waiting == deployments.PodPlan()
+        plan = deployment_decisions.plan_pods(desired=1, strategy=self.surge, new=[], old=old)
+        assert plan == deployment_decisions.PodPlan(create=1)
+        waiting = deployment_decisions.plan_pods(
+            desired=1, strategy=self.surge, new=[_pod("new")], old=old
+        )
+        assert waiting == deployment_decisions.PodPlan()
 
     def test_rolling_update_retires_the_old_pod_once_the_new_is_ready(self) -> None:
         old = [_pod("old", current=False, ready=True)]
-        plan = deployments.plan_pods(
+        plan = deployment_decisions.plan_pods(
             desired=1, strategy=self.surge, new=[_pod("new", ready=True)], old=old
         )
-        assert plan == deployments.PodPlan(delete=("old",))
+        assert plan == deployment_decisions.PodPlan(delete=("old",))
 
     def test_unhealthy_old_pods_go_first(self) -> None:
         old = [_pod("old-ok", current=False, ready=True), _pod("old-bad", current=False)]
-        plan = deployments.plan_pods(
+        plan = deployment_decisions.plan_pods(
             desired=2, strategy=self.surge, new=[_pod("n1", ready=True)], old=old
         )
         assert plan.delete[0] == "old-bad"
@@ -132,11 +136,11 @@ class TestPlanPods:
     def test_recreate_deletes_old_before_creating(self) -> None:
         old = [_pod("old", current=False, ready=True)]
         recreate = Strategy(recreate=True)
-        assert deployments.plan_pods(desired=1, strategy=recreate, new=[], old=old) == (
-            deployments.PodPlan(delete=("old",))
+        assert deployment_decisions.plan_pods(desired=1, strategy=recreate, new=[], old=old) == (
+            deployment_decisions.PodPlan(delete=("old",))
         )
-        assert deployments.plan_pods(desired=1, strategy=recreate, new=[], old=[]) == (
-            deployments.PodPlan(create=1)
+        assert deployment_decisions.plan_pods(desired=1, strategy=recreate, new=[], old=[]) == (
+            deployment_decisions.PodPlan(create=1)
         )
 
 
@@ -147,7 +151,7 @@ def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 class TestStatus:
     def test_counts(self) -> None:
         pods = [_pod("a", ready=True), _pod("b"), _pod("c", current=False, ready=True)]
-        status = deployments.deployment_status(
+        status = deployment_decisions.deployment_status(
             _deployment(generation=3), pods, now=NOW, replica_set="clip-v1-h"
         )
         assert status["observedGeneration"] == 3
@@ -160,7 +164,7 @@ class TestStatus:
         ) == (3, 2, 2, 2, 1)
 
     def test_new_deployment_is_progressing_and_not_available(self) -> None:
-        status = deployments.deployment_status(
+        status = deployment_decisions.deployment_status(
             _deployment(), [_pod("a"), _pod("b")], now=NOW, replica_set="clip-v1-h"
         )
         assert _conditions(status) == {
@@ -172,7 +176,7 @@ class TestStatus:
 
     def test_complete(self) -> None:
         pods = [_pod("a", ready=True), _pod("b", ready=True)]
-        status = deployments.deployment_status(
+        status = deployment_decisions.deployment_status(
             _deployment(), pods, now=NOW, replica_set="clip-v1-h"
         )
         assert _conditions(status) == {
@@ -186,12 +190,12 @@ class TestStatus:
     def _after(
         self, status: dict[str, Any], pods: list[PodView], *, at: datetime, replicas: int = 2
     ) -> dict[str, Any]:
-        return deployments.deployment_status(
+        return deployment_decisions.deployment_status(
             _deployment(replicas=replicas, status=status), pods, now=at, replica_set="clip-v1-h"
         )
 
     def test_progress_then_deadline(self) -> None:
-        start = deployments.deployment_status(
+        start = deployment_decisions.deployment_status(
             _deployment(), [_pod("a"), _pod("b")], now=NOW, replica_set="clip-v1-h"
         )
         progressed = self._after(
@@ -228,7 +232,7 @@ class TestStatus:
 
     def test_new_template_resets_the_clock(self) -> None:
         done = self._after({}, [_pod("a", ready=True), _pod("b", ready=True)], at=NOW)
-        status = deployments.deployment_status(
+        status = deployment_decisions.deployment_status(
             _deployment(status=done),
             [_pod("a", current=False, ready=True), _pod("b", current=False, ready=True)],
             now=NOW + timedelta(hours=1),
@@ -241,7 +245,7 @@ class TestStatus:
         )
 
     def test_no_deadline_no_progressing_condition(self) -> None:
-        status = deployments.deployment_status(
+        status = deployment_decisions.deployment_status(
             _deployment(deadline=None), [], now=NOW, replica_set="x"
         )
         assert [c["type"] for c in status["conditions"]] == ["Available"]
@@ -269,12 +273,14 @@ class TestPodView:
         }
 
     def test_ready_pod(self) -> None:
-        view = deployments.pod_view(self._pod(ready_since=STAMP), current_hash="h", now=NOW)
+        view = deployment_decisions.pod_view(
+            self._pod(ready_since=STAMP), current_hash="h", now=NOW
+        )
         assert (view.current, view.ready, view.available, view.restarts) == (True, True, True, 2)
 
     @pytest.mark.parametrize(("seconds", "available"), [(5, False), (15, True)])
     def test_min_ready_seconds(self, seconds: int, available: bool) -> None:
-        view = deployments.pod_view(
+        view = deployment_decisions.pod_view(
             self._pod(ready_since=STAMP),
             current_hash="other",
             now=NOW + timedelta(seconds=seconds),

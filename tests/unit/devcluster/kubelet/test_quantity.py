@@ -1,4 +1,4 @@
-"""devcluster/quantity.py: Kubernetes quantities."""
+"""devcluster/kubelet/quantity.py: Kubernetes quantities."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from mmop.devcluster.quantity import format_quantity, parse_quantity
+from mmop.devcluster.kubelet.quantity import format_quantity, parse_quantity
 
 
 @pytest.mark.parametrize(

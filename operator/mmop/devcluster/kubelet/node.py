@@ -7,9 +7,9 @@ import contextlib
 import platform
 from typing import Any, Final
 
-from mmop.devcluster import scheduling
-from mmop.devcluster.ipam import NODE_IP
-from mmop.devcluster.podworker import now_stamp
+from mmop.devcluster.kubelet import resources
+from mmop.devcluster.kubelet.ipam import NODE_IP
+from mmop.devcluster.kubelet.podworker import now_stamp
 from mmop.operator import kube
 
 NODE: Final = kube.Kind("", "v1", "nodes", "Node", namespaced=False)
@@ -35,7 +35,7 @@ def build_node(*, name: str, gpus: int) -> tuple[dict[str, Any], dict[str, Any]]
         },
         "spec": {},
     }
-    capacity = scheduling.node_capacity(gpus=gpus)
+    capacity = resources.node_capacity(gpus=gpus)
     stamp = now_stamp()
 
     def cond(kind: str, ok: bool, *, reason: str, message: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The Deployment controller of the dev cluster: Deployments -> Pods (created, replaced on a
 template change, scaled) and each Deployment's status. Decisions are the pure functions of
-:mod:`deployments`; this module reads the watch cache and writes through the API."""
+:mod:`.deployment_decisions`; this module reads the watch cache and writes through the API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mmop.devcluster import deployments
+from mmop.devcluster.controllers import deployment_decisions
 from mmop.devcluster.informer import Cache
 from mmop.operator import kube
 
@@ -47,17 +47,19 @@ class DeploymentController:
         return [
             p
             for p in self._cache[kube.POD].in_namespace(ns)
-            if deployments.controller_uid(p) == uid and not terminating(p)
+            if deployment_decisions.controller_uid(p) == uid and not terminating(p)
         ]
 
     def _views(
         self, deployment: Mapping[str, Any], now: datetime
-    ) -> tuple[str, list[deployments.PodView]]:
+    ) -> tuple[str, list[deployment_decisions.PodView]]:
         spec = deployment.get("spec") or {}
-        hash_ = deployments.template_hash(spec.get("template") or {})
+        hash_ = deployment_decisions.template_hash(spec.get("template") or {})
         min_ready = int(spec.get("minReadySeconds") or 0)
         views = [
-            deployments.pod_view(p, current_hash=hash_, now=now, min_ready_seconds=min_ready)
+            deployment_decisions.pod_view(
+                p, current_hash=hash_, now=now, min_ready_seconds=min_ready
+            )
             for p in self._owned_pods(deployment)
         ]
         return hash_, views
@@ -66,15 +68,15 @@ class DeploymentController:
         meta = deployment.get("metadata") or {}
         name, ns = str(meta.get("name")), str(meta.get("namespace"))
         hash_, views = self._views(deployment, now)
-        plan = deployments.plan_pods(
-            desired=deployments.desired_replicas(deployment),
-            strategy=deployments.strategy(deployment),
+        plan = deployment_decisions.plan_pods(
+            desired=deployment_decisions.desired_replicas(deployment),
+            strategy=deployment_decisions.strategy(deployment),
             new=[v for v in views if v.current],
             old=[v for v in views if not v.current],
         )
         for _ in range(plan.create):
-            pod = deployments.build_pod(
-                deployment, hash_=hash_, name=deployments.pod_name(name, hash_, self._rng)
+            pod = deployment_decisions.build_pod(
+                deployment, hash_=hash_, name=deployment_decisions.pod_name(name, hash_, self._rng)
             )
             created = await self._client.create(kube.POD, pod, namespace=ns)
             self._cache[kube.POD].remember(created)
@@ -93,7 +95,7 @@ class DeploymentController:
         """Pods whose Deployment is gone, in case garbage collection has not removed them."""
         alive = {uid_of(d) for d in self._cache[kube.DEPLOYMENT]}
         for pod in self._cache[kube.POD]:
-            owner = deployments.controller_uid(pod)
+            owner = deployment_decisions.controller_uid(pod)
             if owner is not None and owner not in alive and not terminating(pod):
                 meta = pod.get("metadata") or {}
                 await self._delete_pod(
@@ -107,7 +109,7 @@ class DeploymentController:
                 continue
             meta = deployment.get("metadata") or {}
             hash_, views = self._views(deployment, now)
-            status = deployments.deployment_status(
+            status = deployment_decisions.deployment_status(
                 deployment, views, now=now, replica_set=f"{meta.get('name')}-{hash_}"
             )
             if status == deployment.get("status"):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mmop.devcluster.quantity import parse_quantity
+from mmop.devcluster.kubelet.quantity import parse_quantity
 from mmop.runtime import contract
 
 _ENV_NAME: Final = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")

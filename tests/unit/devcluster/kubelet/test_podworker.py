@@ -1,10 +1,11 @@
-"""devcluster/podworker.py: back-off, exit codes and the termination message (pure parts)."""
+"""devcluster/kubelet/podworker.py: back-off, exit codes and the termination message (pure
+parts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mmop.devcluster import podworker
+from mmop.devcluster.kubelet import podworker
 
 
 def test_backoff_restarts_at_once_then_doubles_up_to_the_cap() -> None:

@@ -1,6 +1,6 @@
 """The scheduler of the dev cluster: binds pending pods to the one node when their requests
 fit (GPUs counted for real, by device index) and marks the others Unschedulable with the
-message a real scheduler gives. The arithmetic is in :mod:`scheduling`."""
+message a real scheduler gives. The arithmetic is in :mod:`.resources`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from mmop.devcluster import podstatus, scheduling
-from mmop.devcluster.controller import terminating, uid_of
+from mmop.devcluster.controllers.deployment import terminating, uid_of
 from mmop.devcluster.informer import Cache
-from mmop.devcluster.podworker import now_stamp
+from mmop.devcluster.kubelet import podstatus, resources
+from mmop.devcluster.kubelet.podworker import now_stamp
 from mmop.operator import kube
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,17 @@ class Scheduler:
         if not pending:
             return
         used, devices = self._held()
-        allocatable = scheduling.node_capacity(gpus=self._gpus)
+        allocatable = resources.node_capacity(gpus=self._gpus)
         for pod in pending:
-            requests = scheduling.pod_requests(pod.get("spec") or {})
-            short = scheduling.insufficient(requests, allocatable=allocatable, used=used)
-            picked = scheduling.pick_devices(
-                scheduling.gpu_count(requests), total=self._gpus, in_use=devices
+            requests = resources.pod_requests(pod.get("spec") or {})
+            short = resources.insufficient(requests, allocatable=allocatable, used=used)
+            picked = resources.pick_devices(
+                resources.gpu_count(requests), total=self._gpus, in_use=devices
             )
-            if picked is None and scheduling.GPU_RESOURCE not in short:
-                short = sorted([*short, scheduling.GPU_RESOURCE])
+            if picked is None and resources.GPU_RESOURCE not in short:
+                short = sorted([*short, resources.GPU_RESOURCE])
             if short:
-                await self._mark_unschedulable(pod, scheduling.unschedulable_message(short))
+                await self._mark_unschedulable(pod, resources.unschedulable_message(short))
                 continue
             meta = pod["metadata"]
             bound = await self._client.patch(
@@ -80,13 +80,13 @@ class Scheduler:
             )
             self._cache[kube.POD].remember(bound)
             self._devices[uid_of(pod)] = picked or []
-            used = scheduling.add([used, requests])
+            used = resources.add([used, requests])
             devices.update(picked or [])
             log.info(
                 "scheduled pod %s/%s (%s)",
                 meta["namespace"],
                 meta["name"],
-                scheduling.describe(requests),
+                resources.describe(requests),
             )
 
     async def _mark_unschedulable(self, pod: dict[str, Any], message: str) -> None:
@@ -95,7 +95,7 @@ class Scheduler:
             message=message,
             now=now_stamp(),
             previous=previous,
-            qos_class=scheduling.qos_class(pod.get("spec") or {}),
+            qos_class=resources.qos_class(pod.get("spec") or {}),
         )
         if all(previous.get(k) == v for k, v in status.items()):
             return

@@ -13,7 +13,7 @@ in absolute form (``POST http://NAME.NS.svc.cluster.local:8080/...``) is routed 
 a cluster name without a Service is a 404, and any other host (a pod IP, a host outside the
 cluster) is passed straight on.
 
-The routing decisions are in :mod:`routing`; the cluster view comes from watches.
+The routing decisions are in :mod:`.decisions`; the cluster view comes from watches.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from mmop.devcluster import routing
 from mmop.devcluster.informer import Cache
+from mmop.devcluster.router import decisions
 from mmop.operator import kube
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Router:
         self._cache = cache
         self._rng = rng or random.Random()
         self._default_namespace = default_namespace
-        self._turns = routing.RoundRobin()
+        self._turns = decisions.RoundRobin()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -86,9 +86,9 @@ class Router:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def view(self) -> routing.ClusterView:
+    def view(self) -> decisions.ClusterView:
         cache = self._cache
-        return routing.ClusterView(
+        return decisions.ClusterView(
             services=cache[kube.SERVICE],
             pods=cache[kube.POD],
             virtual_services=cache[kube.VIRTUAL_SERVICE],
@@ -123,23 +123,21 @@ class Router:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         view = self.view()
-        query = routing.Request(
+        query = decisions.Request(
             host=request.host,
             path=request.path,
             method=request.method,
             headers=dict(request.headers),
         )
         proxied = not request.raw_path.startswith("/")  # absolute form: we are the proxy
-        route = routing.find_route(
+        route = decisions.find_route(
             view, query, default_namespace=self._default_namespace, by_path=not proxied
         )
-        if route is None and proxied and not routing.is_cluster_host(request.host):
+        if route is None and proxied and not decisions.is_cluster_host(request.host):
             return await self._pass_through(request)
         if route is None:
-            return _error(
-                404,
-                f"no model for host {routing.strip_port(request.host)!r} or path {request.path!r}",
-            )
+            host = decisions.strip_port(request.host)
+            return _error(404, f"no model for host {host!r} or path {request.path!r}")
         model = f"{route.model.namespace}/{route.model.name}"
         if not route.backends:
             return _error(
@@ -147,14 +145,14 @@ class Router:
                 f"{route.via} has no route for {request.method} {request.path}",
                 {ROUTE_HEADER: route.via},
             )
-        backend = routing.choose_backend(route.backends, self._rng)
+        backend = decisions.choose_backend(route.backends, self._rng)
         if backend is None:
             return _error(
                 503,
                 f"{route.via}: every destination of {model} has weight 0",
                 {ROUTE_HEADER: route.via},
             )
-        pods = routing.ready_pods(view, backend)
+        pods = decisions.ready_pods(view, backend)
         headers = {ROUTE_HEADER: route.via}
         if backend.version:
             headers[VERSION_HEADER] = backend.version
@@ -213,15 +211,15 @@ class Router:
         self,
         request: web.Request,
         *,
-        view: routing.ClusterView,
-        backend: routing.Backend,
-        pod: routing.Obj,
+        view: decisions.ClusterView,
+        backend: decisions.Backend,
+        pod: decisions.Obj,
         via: str,
     ) -> web.StreamResponse:
         ip = pod["status"]["podIP"]
-        port = routing.target_port(view, backend, pod)
+        port = decisions.target_port(view, backend, pod)
         extra = {
-            VERSION_HEADER: routing.pod_version(pod, backend),
+            VERSION_HEADER: decisions.pod_version(pod, backend),
             POD_HEADER: str(pod["metadata"]["name"]),
             ROUTE_HEADER: via,
         }

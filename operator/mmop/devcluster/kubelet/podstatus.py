@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmop.devcluster.ipam import NODE_IP
+from mmop.devcluster.kubelet.ipam import NODE_IP
 
 StateKind = Literal["waiting", "running", "terminated"]
 CONTAINER_ID_SCHEME = "mmop"
