@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from mmop.operator import models
-from mmop.operator.builders.plan import plan_versions, version_name
+from mmop.operator.builders.plan import plan_versions
+from mmop.operator.naming import version_name
 
 from .conftest import WithCanary
 
