@@ -1,4 +1,5 @@
-"""The house rules as tests: ruff (lint and format) and mypy --strict on the packages."""
+"""The house rules as tests: ruff (lint and format), mypy --strict on the packages and the
+layer and independence contracts of import-linter ([tool.importlinter] in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,21 @@ def test_ruff_format() -> None:
 
 def test_mypy_strict() -> None:
     result = _run("mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts() -> None:
+    """Every layer and independence contract holds (docs/architecture.md draws them)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(no_cache=True, no_logo=True))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
