@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.types import Lifespan
 
 from mmop.runtime import contract
-from mmop.runtime.dataplane import Admission, DataPlane, Receipt
+from mmop.runtime.admission import Admission, Receipt
+from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import BodyTimeout, InvalidInput, ModelNotFound, PayloadTooLarge, echo
 from mmop.runtime.metrics import CONTENT_TYPE
 from mmop.runtime.mirror import Mirror
@@ -131,12 +132,12 @@ def create_app(
         A full queue is refused before the body is read, and again (the body read for nothing)
         when it filled up meanwhile.
         """
-        plane.check_capacity()
-        with plane.receiving() as receipt:
+        plane.admission.check_capacity()
+        with plane.admission.receiving() as receipt:
             body = await read_body_within(
                 request, limit=limit, seconds=body_seconds, receipt=receipt
             )
-            return body, plane.admit(body_bytes=len(body))
+            return body, plane.admission.admit(body_bytes=len(body))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
