@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from mmop.devcluster.cluster import DevCluster
-
-from .conftest import apply, infer_body, model_manifest, wait_for
+from tests.support.cluster import apply
+from tests.support.manifests import model_manifest
+from tests.support.traffic import infer_body
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +75,7 @@ def test_chart_installed_operator_reconciles_a_model(
     assert response.status_code == 200, response.text
 
     helm("uninstall", "mmop", "-n", "mmop-system", "--wait")
-    wait_for(
+    wait_until(
         lambda: not kubectl("get", "pods", "-n", "mmop-system", "-o", "name").strip(),
         within=60,
         what="operator pod gone",

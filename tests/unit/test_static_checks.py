@@ -3,6 +3,7 @@ layer and independence contracts of import-linter ([tool.importlinter] in pyproj
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,15 @@ def test_import_contracts() -> None:
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_module_imports_a_conftest() -> None:
+    """Shared test code lives in tests/support (bench uses it too); conftests hold fixtures."""
+    pattern = re.compile(r"^\s*(from\s+[\w.]*conftest\s+import|import\s+[\w.]*conftest)", re.M)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if pattern.search(path.read_text())
+    ]
+    assert offenders == []

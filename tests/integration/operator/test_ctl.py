@@ -14,8 +14,9 @@ import pytest
 
 from mmop.operator import kube
 from mmop.operator.rollout import commands
-
-from .conftest import OperatorProcess, eventually, example
+from tests.support.manifests import example
+from tests.support.operator import OperatorProcess
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
 BIN = Path(sys.executable).parent
@@ -54,7 +55,7 @@ async def test_kubectl_plugin_promote_without_canary_is_refused(
         events = await client.list_items(kube.EVENT, namespace=namespace)
         return [e for e in events if e.get("reason") == "CommandRefused"]
 
-    await eventually(refused_event, what="a CommandRefused Event")
+    await wait_until_async(refused_event, what="a CommandRefused Event")
 
 
 async def test_abort_without_rollout_is_refused_and_acknowledged_once(
@@ -101,7 +102,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
         body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
         return (body.get("status") or {}).get("stableVersion") == "v1"
 
-    await eventually(deploying, what="the operator's first pass")
+    await wait_until_async(deploying, what="the operator's first pass")
     once = _run([str(BIN / "mmop"), "get", "clip", "-n", namespace], kubeconfig)
     assert once.returncode == 0, once.stderr
     assert "Name:" in once.stdout and "clip" in once.stdout
@@ -124,7 +125,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
     async def read_until(text: str) -> None:
         assert watcher.stdout is not None
         while True:
-            line = (await asyncio.wait_for(watcher.stdout.readline(), timeout=60)).decode()
+            line = (await asyncio.wait_until(watcher.stdout.readline(), timeout=60)).decode()
             assert line, f"the watcher ended early: {''.join(lines)}"
             lines.append(line)
             if text in line:
@@ -142,7 +143,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
         await read_until("Name:")  # redrawn on the change
         await client.delete(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
         await read_until("multimodalmodel clip deleted")
-        assert await asyncio.wait_for(watcher.wait(), timeout=30) == 0
+        assert await asyncio.wait_until(watcher.wait(), timeout=30) == 0
     finally:
         if watcher.returncode is None:
             watcher.kill()

@@ -10,8 +10,9 @@ import pytest
 
 from mmop.devcluster.apiserver import ServerHandle
 from mmop.operator import crd, kube
-
-from .conftest import OperatorProcess, eventually, example, posted_events
+from tests.support.manifests import example
+from tests.support.operator import OperatorProcess, posted_events
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -45,18 +46,18 @@ async def _mark_available(client: kube.KubeClient, ns: str, name: str) -> None:
 
 async def _ready_clip(client: kube.KubeClient, ns: str) -> dict[str, Any]:
     await client.create(kube.MULTIMODAL_MODEL, example("clip.yaml", namespace=ns))
-    await eventually(
+    await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=ns),
         what="Deployment clip-v1",
     )
     await _mark_available(client, ns, "clip-v1")
-    return await eventually(lambda: _phase(client, ns, "clip", "Ready"), what="phase Ready")
+    return await wait_until_async(lambda: _phase(client, ns, "clip", "Ready"), what="phase Ready")
 
 
 async def test_create_makes_children_and_status(client: kube.KubeClient, namespace: str) -> None:
     body = await client.create(kube.MULTIMODAL_MODEL, example("clip.yaml", namespace=namespace))
     uid = body["metadata"]["uid"]
-    deploying = await eventually(
+    deploying = await wait_until_async(
         lambda: _phase(client, namespace, "clip", "Deploying"), what="phase Deploying"
     )
     status = deploying["status"]
@@ -74,7 +75,7 @@ async def test_create_makes_children_and_status(client: kube.KubeClient, namespa
         (kube.VIRTUAL_SERVICE, "clip"),
     ]
     for kind, name in expected:
-        obj = await eventually(
+        obj = await wait_until_async(
             lambda k=kind, n=name: client.get_or_none(k, name=n, namespace=namespace),
             what=f"{kind.kind} {name}",
         )
@@ -109,7 +110,7 @@ async def test_noop_resync_makes_zero_writes(
 async def test_drift_is_repaired(client: kube.KubeClient, namespace: str) -> None:
     await _ready_clip(client, namespace)
     await client.delete(kube.SERVICE, name="clip-v1", namespace=namespace)
-    await eventually(
+    await wait_until_async(
         lambda: client.get_or_none(kube.SERVICE, name="clip-v1", namespace=namespace),
         what="Service back",
     )
@@ -133,7 +134,7 @@ async def test_drift_is_repaired(client: kube.KubeClient, namespace: str) -> Non
         vs = await client.get(kube.VIRTUAL_SERVICE, name="clip", namespace=namespace)
         return bool(vs["spec"]["http"][0]["route"][0]["destination"]["host"] != "evil")
 
-    await eventually(repaired, what="VirtualService repaired")
+    await wait_until_async(repaired, what="VirtualService repaired")
 
 
 async def test_scaling_changes_apply_in_place(client: kube.KubeClient, namespace: str) -> None:
@@ -149,7 +150,7 @@ async def test_scaling_changes_apply_in_place(client: kube.KubeClient, namespace
         hpa = await client.get(kube.HPA, name="clip-v1", namespace=namespace)
         return bool((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 5))
 
-    await eventually(rescaled, what="HPA bounds")
+    await wait_until_async(rescaled, what="HPA bounds")
     body = await _model(client, namespace, "clip")
     assert body["status"].get("canaryVersion") is None  # not a new revision: no rollout
 
@@ -182,7 +183,7 @@ async def test_invalid_spec_is_reported_not_retried(
         conds = (body.get("status") or {}).get("conditions") or []
         return next((c for c in conds if c["reason"] == "InvalidSpec"), None)
 
-    condition = await eventually(invalid, what="InvalidSpec condition")
+    condition = await wait_until_async(invalid, what="InvalidSpec condition")
     assert condition["status"] == "False"
     assert "spec.rollout.steps" in condition["message"]
     assert await posted_events(client, namespace, "InvalidSpec", containing="spec.rollout.steps")
@@ -205,4 +206,4 @@ async def test_delete_cleans_up(
         ]
         return not any(left)
 
-    await eventually(gone, what="model and children gone")
+    await wait_until_async(gone, what="model and children gone")

@@ -13,8 +13,7 @@ import yaml
 from mmop.operator import models
 from mmop.operator.builders.children import build_children
 from mmop.operator.settings import BuildOptions
-
-from .conftest import WithCanary
+from tests.support.models import WithCanary
 
 GOLDEN = Path(__file__).parent / "golden" / "clip-canary-25.yaml"
 
