@@ -15,7 +15,7 @@ import pytest
 from mmop.operator import kube
 from mmop.operator.rollout import commands
 from tests.support.manifests import example
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, more_passes
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -66,8 +66,8 @@ async def test_abort_without_rollout_is_refused_and_acknowledged_once(
     assert result.returncode == 1 and "abort refused: no rollout in progress" in result.stderr
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     acknowledged = body["status"]["lastCommand"]
-    # Many more passes (resync 2 s) never handle the same request again.
-    await asyncio.sleep(5)
+    # More passes (resync 2 s) never handle the same request again.
+    await more_passes(operator, 2)
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     assert body["status"]["lastCommand"] == acknowledged
 
@@ -125,7 +125,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
     async def read_until(text: str) -> None:
         assert watcher.stdout is not None
         while True:
-            line = (await asyncio.wait_until(watcher.stdout.readline(), timeout=60)).decode()
+            line = (await asyncio.wait_for(watcher.stdout.readline(), timeout=60)).decode()
             assert line, f"the watcher ended early: {''.join(lines)}"
             lines.append(line)
             if text in line:
@@ -143,7 +143,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
         await read_until("Name:")  # redrawn on the change
         await client.delete(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
         await read_until("multimodalmodel clip deleted")
-        assert await asyncio.wait_until(watcher.wait(), timeout=30) == 0
+        assert await asyncio.wait_for(watcher.wait(), timeout=30) == 0
     finally:
         if watcher.returncode is None:
             watcher.kill()

@@ -79,7 +79,13 @@ async def test_a_hub_branch_is_pinned_to_a_commit_when_first_deployed(
     )
     commit = FakeHub.commit("openai/clip-vit-base-patch32", "main")
     assert _env(deployment)["MMOP_REVISION"] == commit
-    body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
+
+    async def recorded() -> dict[str, Any] | None:
+        # the status is written after the children: wait for it, do not race it
+        body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
+        return body if (body.get("status") or {}).get("hubCommits") else None
+
+    body = await wait_until_async(recorded, what="status.hubCommits")
     revision = models.parse_spec(doc["spec"]).revision()
     # the revision (and so every name and the rollout) comes from the spec, not the commit
     assert body["status"]["stableRevision"] == revision
