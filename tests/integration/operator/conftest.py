@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -13,9 +12,6 @@ from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
 from mmop.devcluster.router import meshcrds
 from mmop.operator import crd, kube
 from tests.support.operator import FakeHub, OperatorProcess
-
-ROOT = Path(__file__).resolve().parents[3]
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
