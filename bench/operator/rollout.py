@@ -8,80 +8,33 @@ compares the intervals between weight changes with the configured ``stepInterval
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-
-import httpx
 
 from mmop.devcluster.cluster import DevCluster
 from mmop.operator import kube
 from mmop.runtime import contract
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
 
 TASK: Final = contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION
 NAME: Final = "clip-rollout"
 
 
 def manifest(source: Path, *, version: str, step_interval: float) -> dict[str, Any]:
-    return {
-        "apiVersion": "mmop.io/v1alpha1",
-        "kind": "MultimodalModel",
-        "metadata": {"name": NAME, "namespace": "default"},
-        "spec": {
-            "version": version,
-            "model": {"source": f"file://{source}", "task": TASK},
-            "runtime": {"batching": {"maxBatchSize": 8, "maxDelayMs": 2}},
-            "resources": {"gpu": 0, "cpu": "500m", "memory": "2Gi"},
-            "replicas": 1,
-            "traffic": {"router": "Istio"},
-            "rollout": {
-                "steps": [10, 25, 50, 100],
-                "stepInterval": f"{step_interval:g}s",
-                "maxFailedChecks": 3,
-                "progressDeadlineSeconds": 180,
-                "scaleDownDelaySeconds": 5,
-                "analysis": {"minRequests": 5, "maxErrorRate": 0.05, "maxLatencyP99Ms": 10000},
-            },
-        },
-    }
-
-
-@dataclass
-class Traffic:
-    """Requests through the router in a thread (about 20/s), so the canary has data."""
-
-    router_url: str
-    answers: int = 0
-    failures: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> Traffic:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        body = contract.smoke_test_request(TASK)
-        with httpx.Client(base_url=self.router_url, timeout=30) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.post(
-                        contract.infer_path(NAME), json=body, headers={"Host": f"{NAME}.default"}
-                    )
-                    self.answers += 1
-                    self.failures += response.status_code != 200
-                except httpx.HTTPError:
-                    self.failures += 1
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+    return model_manifest(
+        NAME,
+        source=source,
+        version=version,
+        task=TASK,
+        steps=[10, 25, 50, 100],
+        stepInterval=f"{step_interval:g}s",
+        maxFailedChecks=3,
+        progressDeadlineSeconds=180,
+        scaleDownDelaySeconds=5,
+    )
 
 
 def _status(cluster: DevCluster, client: kube.KubeClient) -> dict[str, Any]:
@@ -111,7 +64,9 @@ def measure_rollout(
                 time.sleep(0.2)
             first_ready = time.monotonic() - started
             log(f"  v1 Ready after {first_ready:.1f} s (pod start + model load)")
-            traffic = Traffic(cluster.router_url).start()
+            traffic = Traffic(
+                cluster.router_url, NAME, body=contract.smoke_test_request(TASK)
+            ).start()
             time.sleep(3.0)
             applied = time.monotonic()
             cluster.apply([manifest(model_dir, version="v2", step_interval=step_interval)])
@@ -155,7 +110,7 @@ def measure_rollout(
         timeline,
         step_interval=step_interval,
         first_ready_s=first_ready,
-        traffic=(traffic.answers, traffic.failures),
+        traffic=(traffic.responses, traffic.failures),
         operator_env=operator_env,
     )
 

@@ -23,6 +23,7 @@ import psutil
 from bench.operator.plane import BarePlane, operator_writes
 from mmop.devcluster.apiserver import AuditRecord
 from mmop.operator import kube
+from tests.support import manifests
 
 NAMESPACE: Final = "bench"
 CHILD_RESOURCES: Final = (
@@ -45,23 +46,21 @@ def model_manifest(
     source: str = "file:///models/clip",
 ) -> dict[str, Any]:
     """A CPU-only model with autoscaling (an HPA) behind Istio: a realistic set of children."""
-    return {
-        "apiVersion": "mmop.io/v1alpha1",
-        "kind": "MultimodalModel",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "version": version,
-            "model": {"source": source, "task": "zero-shot-image-classification"},
-            "resources": {"gpu": 0, "cpu": "1", "memory": "1Gi"},
-            "autoscaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "metrics": [{"type": "CPU", "targetUtilization": 70}],
-            },
-            "traffic": {"router": "Istio"},
-            "rollout": {"steps": [10, 25, 50, 100], "stepInterval": step_interval},
+    return manifests.model_manifest(
+        name,
+        source=source,
+        version=version,
+        namespace=NAMESPACE,
+        replicas=None,
+        batching=None,
+        resources={"gpu": 0, "cpu": "1", "memory": "1Gi"},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metrics": [{"type": "CPU", "targetUtilization": 70}],
         },
-    }
+        rollout={"steps": [10, 25, 50, 100], "stepInterval": step_interval},
+    )
 
 
 def children_of(records: list[AuditRecord], name: str) -> list[AuditRecord]:

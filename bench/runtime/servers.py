@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -22,6 +20,7 @@ import numpy as np
 
 from bench.runtime.inputs import BUILDERS
 from mmop.devcluster.cluster import free_port
+from tests.support.processes import affinity, stop_process_group, wait_http_ready
 
 MODEL_NAME: Final = "clip"
 READY_TIMEOUT: Final = 300.0
@@ -166,16 +165,6 @@ KINDS: Final = {
 }
 
 
-def _affinity(cpus: Sequence[int]) -> Callable[[], None] | None:
-    if not cpus:
-        return None
-
-    def apply() -> None:
-        os.sched_setaffinity(0, set(cpus))
-
-    return apply
-
-
 @dataclass(slots=True)
 class RunningServer:
     kind: ServerKind
@@ -227,42 +216,22 @@ def running(kind: ServerKind, config: ServeConfig, *, log_dir: Path) -> Iterator
             env=server_env(kind, config),
             cwd=Path(__file__).resolve().parents[2],
             start_new_session=True,
-            preexec_fn=_affinity(config.server_cpus),
+            preexec_fn=affinity(config.server_cpus),
         )
     server = RunningServer(kind, port, process, log_path)
     try:
-        _wait_ready(server)
+        wait_http_ready(
+            server.base_url + kind.ready_path,
+            process=process,
+            log=log_path,
+            timeout=READY_TIMEOUT,
+            what=kind.label,
+            every=0.25,
+        )
         yield server
     finally:
-        stop(process)
-
-
-def _wait_ready(server: RunningServer) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    url = server.base_url + server.kind.ready_path
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            tail = server.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{server.kind.label} exited ({server.process.returncode}):\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise RuntimeError(f"{server.kind.label} was not ready within {READY_TIMEOUT:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes], *, grace: float = 20.0) -> None:
-    """SIGTERM the server's process group, SIGKILL it after ``grace`` seconds."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace)
-    # LitServe's workers may outlive their parent: end the whole group in any case.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(10)
+        # LitServe's workers may outlive their parent: the whole group ends.
+        stop_process_group(process)
 
 
 def check_answers(

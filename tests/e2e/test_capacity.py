@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from mmop.devcluster.cluster import DevCluster
-
-from .conftest import Traffic, apply, model_manifest, status_of, wait_for
+from tests.support.cluster import apply, status_of
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 
@@ -61,10 +63,10 @@ def gpu_model(
     """v1 with two replicas of one GPU each: every GPU of the dev node is taken."""
     apply(kubectl, _gpu_model(model_name, tiny_clip, "v1"))
     kubectl("wait", "--for=condition=Ready", f"multimodalmodel/{model_name}", "--timeout=180s")
-    wait_for(lambda: _ready(kubectl, model_name, "v1") == 2, within=120, what="v1 2/2 ready")
+    wait_until(lambda: _ready(kubectl, model_name, "v1") == 2, within=120, what="v1 2/2 ready")
     yield model_name
     kubectl("delete", "multimodalmodel", model_name, "--wait=false", check=False)
-    wait_for(
+    wait_until(
         lambda: not kubectl("get", "pods", "-l", f"mmop.io/model={model_name}", "-o", "name"),
         within=90,
         what="pods gone (their GPUs free for the next test)",
@@ -88,14 +90,14 @@ def test_no_spare_gpu_swaps_promotes_and_a_failed_canary_gives_back_every_replic
                 seen.append(capacity)
             return status if status.get("stableVersion") == "v2" else None
 
-        done = wait_for(promoted, within=180, what="v2 promoted", every=1)
+        done = wait_until(promoted, within=180, what="v2 promoted", every=1)
         assert done["history"][-1]["result"] == "Promoted"
         assert {c.get("mode") for c in seen} == {"Swap"}, seen
         assert max(c.get("lentReplicas", 0) for c in seen) == 1  # the stable kept one replica
         assert not [c for c in seen if c.get("held")]
         assert {"ReplicaLent", "CanaryVerified", "Promoted"} <= set(_reasons(kubectl, name))
         # the new stable gets the old one's GPUs: two replicas again
-        wait_for(lambda: _ready(kubectl, name, "v2") == 2, within=120, what="v2 2/2 ready")
+        wait_until(lambda: _ready(kubectl, name, "v2") == 2, within=120, what="v2 2/2 ready")
         failures = [a for a in traffic.answers[mark:] if a[0] != 200]
         assert failures == [], failures
         assert {v for _, v in traffic.answers[mark:]} >= {"v1", "v2"}
@@ -106,7 +108,7 @@ def test_no_spare_gpu_swaps_promotes_and_a_failed_canary_gives_back_every_replic
         broken = _gpu_model(name, tiny_clip.parent / "no-such-model", "v3")
         broken["spec"]["rollout"]["progressDeadlineSeconds"] = 15
         apply(kubectl, broken)
-        wait_for(
+        wait_until(
             lambda: (
                 ((status_of(kubectl, name).get("rollout") or {}).get("capacity") or {}).get(
                     "lentReplicas"
@@ -116,15 +118,15 @@ def test_no_spare_gpu_swaps_promotes_and_a_failed_canary_gives_back_every_replic
             within=60,
             what="v2 lends a replica to v3",
         )
-        failed = wait_for(
+        failed = wait_until(
             lambda: (s := status_of(kubectl, name)).get("phase") == "Failed" and s,
             within=120,
             what="v3 rolled back",
         )
         assert failed["stableVersion"] == "v2"
         assert "ProgressDeadlineExceeded" in failed["history"][-1]["reason"]
-        wait_for(lambda: _ready(kubectl, name, "v2") == 2, within=120, what="v2 2/2 ready again")
-        wait_for(lambda: not _pods(kubectl, name, "v3"), within=60, what="v3 pods gone")
+        wait_until(lambda: _ready(kubectl, name, "v2") == 2, within=120, what="v2 2/2 ready again")
+        wait_until(lambda: not _pods(kubectl, name, "v3"), within=60, what="v3 pods gone")
         assert [a for a in traffic.answers[mark:] if a[0] != 200] == []
         assert {v for _, v in traffic.answers[mark:]} == {"v2"}
     finally:
@@ -136,7 +138,7 @@ def test_surge_holds_without_pending_pods_then_starts_when_a_gpu_frees(
 ) -> None:
     name = gpu_model
     apply(kubectl, _gpu_model(name, tiny_clip, "v2", capacity="Surge"))
-    held = wait_for(
+    held = wait_until(
         lambda: (
             ((s := status_of(kubectl, name)).get("rollout") or {}).get("capacity", {}).get("held")
             and s
@@ -156,7 +158,7 @@ def test_surge_holds_without_pending_pods_then_starts_when_a_gpu_frees(
 
     # Someone frees a GPU (the stable scaled to one replica): the rollout starts by itself.
     kubectl("patch", "multimodalmodel", name, "--type=merge", "-p", '{"spec":{"replicas":1}}')
-    verified = wait_for(
+    verified = wait_until(
         lambda: (s := status_of(kubectl, name)).get("rollout", {}).get("verifiedAt") and s,
         within=120,
         what="the canary created and verified",

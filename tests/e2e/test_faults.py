@@ -29,15 +29,10 @@ import yaml
 
 from mmop.devcluster.cluster import DevCluster
 from mmop.runtime import contract
-
-from .conftest import (
-    OPERATOR_ENV,
-    Traffic,
-    apply,
-    infer_body,
-    model_manifest,
-    wait_for,
-)
+from tests.support.cluster import OPERATOR_ENV, apply
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic, infer_body
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 OPERATOR_AGENT = "mmop-operator/"  # the operator's own client; kopf says "kopf/..."
@@ -156,7 +151,7 @@ def _assert_settled_on(api: Api, model: str, version: str) -> dict[str, Any]:
         names = [d["metadata"]["name"] for d in (others or {}).get("items", [])]
         return status if names == [f"{model}-{version}"] else None
 
-    status = wait_for(settled, within=60, what=f"{version} alone, the old stable retired")
+    status = wait_until(settled, within=60, what=f"{version} alone, the old stable retired")
     assert status["canaryWeight"] == 0
     assert status["versions"][0]["weight"] == 100
     assert status["readyReplicas"] >= 1
@@ -202,7 +197,7 @@ def test_api_errors_dropped_connections_slow_answers_and_409_storms(
         ),
     ]
     apply(kubectl, model_manifest(ready_model, source=tiny_clip, version="v2", **FAST))
-    wait_for(_promoted(api, ready_model, "v2"), within=120, what="promotion despite faults")
+    wait_until(_promoted(api, ready_model, "v2"), within=120, what="promotion despite faults")
     fired = api.faults()
     assert [fired[r]["remaining"] for r in rules] == [0] * len(rules), fired
     status = _assert_settled_on(api, ready_model, "v2")
@@ -232,7 +227,7 @@ def test_cut_watches_compacted_history_and_two_changes_within_a_second(
         compactions += 1
         return _promoted(api, ready_model, "v3")()
 
-    status = wait_for(promoted_while_compacting, within=180, what="v3 promoted", every=2)
+    status = wait_until(promoted_while_compacting, within=180, what="v3 promoted", every=2)
     assert [h["version"] for h in status["history"] if h["result"] == "Promoted"] == ["v3"]
     assert {h["result"] for h in status["history"] if h["version"] == "v2"} <= {"Superseded"}
     assert api.deployment(f"{ready_model}-v2") is None
@@ -247,7 +242,7 @@ def test_cut_watches_compacted_history_and_two_changes_within_a_second(
     api.compact()
     apply(kubectl, model_manifest(other, source=tiny_clip))
     try:
-        wait_for(
+        wait_until(
             lambda: api.status(other).get("phase") == "Ready",
             within=120,
             what="a model created after compaction reconciled",
@@ -274,7 +269,7 @@ def test_operator_killed_at_every_rollout_phase(
 
     # Deploying: the first version's pod is still loading
     apply(kubectl, model_manifest(name, source=tiny_clip, **FAST))
-    wait_for(
+    wait_until(
         lambda: (
             api.status(name).get("phase") == "Deploying" and api.reasons(name)["Deploying"] == 1
         ),
@@ -284,12 +279,12 @@ def test_operator_killed_at_every_rollout_phase(
     )
     killed_while("Deploying")
     restart()
-    wait_for(lambda: api.status(name).get("phase") == "Ready", within=120, what="v1 Ready")
+    wait_until(lambda: api.status(name).get("phase") == "Ready", within=120, what="v1 Ready")
     traffic = Traffic(cluster.router_url, name).start()
     try:
         # Progressing at weight 0, before the canary is verified
         apply(kubectl, model_manifest(name, source=tiny_clip, version="v2", **FAST))
-        wait_for(
+        wait_until(
             lambda: (
                 (s := api.status(name)).get("canaryVersion") == "v2"
                 and not (s.get("rollout") or {}).get("verifiedAt")
@@ -302,8 +297,8 @@ def test_operator_killed_at_every_rollout_phase(
         frozen = killed_while("Progressing")
         assert frozen["canaryWeight"] == 0
         restart()
-        wait_for(_promoted(api, name, "v2"), within=150, what="v2 promoted after the restart")
-        wait_for(lambda: api.deployment(f"{name}-v1") is None, within=60, what="v1 retired")
+        wait_until(_promoted(api, name, "v2"), within=150, what="v2 promoted after the restart")
+        wait_until(lambda: api.deployment(f"{name}-v1") is None, within=60, what="v1 retired")
 
         # RollingBack: a canary failing requests; its removal is held up (deletes fail) so the
         # operator dies with the rollback half done
@@ -318,7 +313,7 @@ def test_operator_killed_at_every_rollout_phase(
         bad = model_manifest(name, source=tiny_clip, version="v3", **FAST)
         bad["spec"]["runtime"]["env"] = [{"name": "MMOP_FAULT_ERROR_RATE", "value": "0.7"}]
         apply(kubectl, bad)
-        wait_for(
+        wait_until(
             lambda: (
                 api.status(name).get("phase") == "RollingBack" and api.faults()[hold]["hits"] >= 1
             ),
@@ -329,13 +324,13 @@ def test_operator_killed_at_every_rollout_phase(
         assert frozen["canaryWeight"] == 0 and api.weights(name).get("v3", 0) == 0
         api.clear_faults()
         restart()
-        failed = wait_for(
+        failed = wait_until(
             lambda: (s := api.status(name)).get("phase") == "Failed" and s,
             within=60,
             what="rollback finished after the restart",
         )
         assert failed["stableVersion"] == "v2" and failed.get("canaryVersion") is None
-        wait_for(lambda: api.deployment(f"{name}-v3") is None, within=30, what="canary removed")
+        wait_until(lambda: api.deployment(f"{name}-v3") is None, within=30, what="canary removed")
 
         # Failed: a restart does not retry the failed revision
         history = len(failed["history"])
@@ -371,14 +366,14 @@ def test_a_crash_looping_pod_degrades_status_then_recovers(
     manifest["spec"]["replicas"] = 2
     apply(kubectl, manifest)
     kubectl("wait", "--for=condition=Ready", f"multimodalmodel/{name}", "--timeout=180s")
-    wait_for(lambda: api.status(name).get("readyReplicas") == 2, within=120, what="2 pods ready")
+    wait_until(lambda: api.status(name).get("readyReplicas") == 2, within=120, what="2 pods ready")
     traffic = Traffic(cluster.router_url, name).start()
     mark = traffic.mark()
     victim = ""
     killed: set[int] = set()
     try:
         while len(killed) < 3:  # kill one pod's process each time it runs again: CrashLoopBackOff
-            pids = wait_for(
+            pids = wait_until(
                 lambda chosen=victim: {
                     p: pid
                     for p, pid in cluster.pids().items()
@@ -392,7 +387,7 @@ def test_a_crash_looping_pod_degrades_status_then_recovers(
             with contextlib.suppress(ProcessLookupError):  # it may have just died by itself
                 os.kill(pid, signal.SIGKILL)
             killed.add(pid)
-        degraded = wait_for(
+        degraded = wait_until(
             lambda: (s := api.status(name)).get("phase") == "Degraded" and s,
             within=30,
             what="phase Degraded while a pod crash-loops",
@@ -402,7 +397,7 @@ def test_a_crash_looping_pod_degrades_status_then_recovers(
         assert degraded["readyReplicas"] == 1 and degraded["replicas"] == 2
         assert "1/2" in ready["message"]
         # left alone, it comes back: Ready with both pods, the restarts on record
-        wait_for(
+        wait_until(
             lambda: (s := api.status(name)).get("phase") == "Ready" and s.get("readyReplicas") == 2,
             within=120,
             what="recovery",
@@ -432,9 +427,11 @@ def test_children_deleted_or_edited_behind_the_operators_back(
         ),
     )
     canary = f"{ready_model}-v2"
-    first = wait_for(lambda: api.deployment(canary), within=60, what="canary Deployment", every=0.1)
+    first = wait_until(
+        lambda: api.deployment(canary), within=60, what="canary Deployment", every=0.1
+    )
     kubectl("delete", "deployment", canary, "--wait=false")
-    wait_for(
+    wait_until(
         lambda: (
             (d := api.deployment(canary)) is not None
             and d["metadata"]["uid"] != first["metadata"]["uid"]
@@ -442,7 +439,7 @@ def test_children_deleted_or_edited_behind_the_operators_back(
         within=30,
         what="canary Deployment recreated",
     )
-    wait_for(
+    wait_until(
         lambda: api.status(ready_model).get("canaryWeight") == 50, within=120, what="canary at 50%"
     )
     # someone sends everything to the canary by hand: the operator puts its weights back
@@ -451,13 +448,13 @@ def test_children_deleted_or_edited_behind_the_operators_back(
     vs["spec"]["http"][0]["route"][0]["weight"] = 100
     vs["spec"]["http"][0]["route"][1]["weight"] = 0
     kubectl("replace", "-f", "-", stdin=yaml.safe_dump(vs))
-    wait_for(
+    wait_until(
         lambda: api.weights(ready_model).get("v2", 100) > 0,
         within=30,
         what="the canary's weight restored",
         every=0.2,
     )
-    wait_for(_promoted(api, ready_model, "v2"), within=120, what="promotion")
+    wait_until(_promoted(api, ready_model, "v2"), within=120, what="promotion")
     status = _assert_settled_on(api, ready_model, "v2")
     assert api.reasons(ready_model)["CanaryCreated"] == 1
     assert [h["version"] for h in status["history"]] == ["v2"]
@@ -496,7 +493,7 @@ def test_bearer_token_from_a_secret(
         traffic.start()
         mark = traffic.mark()
         apply(kubectl, manifest | {"spec": manifest["spec"] | {"version": "v2"}})
-        wait_for(_promoted(api, name, "v2"), within=150, what="promotion with auth")
+        wait_until(_promoted(api, name, "v2"), within=150, what="promotion with auth")
         assert api.reasons(name)["CanaryVerified"] == 1
         assert {code for code, _ in traffic.answers[mark:]} == {200}
         _report("auth", traffic, mark)

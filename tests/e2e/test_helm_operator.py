@@ -5,7 +5,6 @@ with real kubectl is reconciled by that operator; `helm uninstall` stops it."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import httpx
 import pytest
 
 from mmop.devcluster.cluster import DevCluster
-
-from .conftest import apply, infer_body, model_manifest, wait_for
+from tests.support.cluster import apply
+from tests.support.manifests import model_manifest
+from tests.support.traffic import infer_body
+from tests.support.wait import never, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,12 +74,16 @@ def test_chart_installed_operator_reconciles_a_model(
     assert response.status_code == 200, response.text
 
     helm("uninstall", "mmop", "-n", "mmop-system", "--wait")
-    wait_for(
+    wait_until(
         lambda: not kubectl("get", "pods", "-n", "mmop-system", "-o", "name").strip(),
         within=60,
         what="operator pod gone",
     )
     # no operator any more: a new version is not rolled out
     apply(kubectl, model_manifest(name, source=tiny_clip, version="v2"))
-    time.sleep(6)
-    assert "v2" not in kubectl("get", "deployments", "-l", f"mmop.io/model={name}", "-o", "name")
+    never(
+        lambda: "v2" in kubectl("get", "deployments", "-l", f"mmop.io/model={name}", "-o", "name"),
+        during=6,
+        what="a v2 Deployment without an operator",
+        every=1.0,
+    )

@@ -30,8 +30,9 @@ from mmop.devcluster import prometheus as prom
 from mmop.devcluster.cluster import DevCluster, free_port
 from mmop.operator.reconcile import observe, probes
 from mmop.runtime import contract
-
-from .conftest import Traffic, model_manifest, wait_for
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mmop"
@@ -149,7 +150,7 @@ def model(pcluster: DevCluster, pkubectl: Kubectl, tiny_clip: Path) -> Iterator[
     pkubectl("wait", "--for=condition=Ready", f"multimodalmodel/{name}", "--timeout=180s")
     yield name
     pkubectl("delete", "multimodalmodel", name, "--wait=false", check=False)
-    wait_for(
+    wait_until(
         lambda: not pkubectl("get", "deployments", "-l", f"mmop.io/model={name}", "-o", "name"),
         within=60,
         what="children deleted",
@@ -168,7 +169,7 @@ def test_prometheus_scrapes_runtime_pods_with_the_charts_labels(
 ) -> None:
     (pod,) = _pods(pkubectl, f"mmop.io/model={model}")
     name = pod["metadata"]["name"]
-    targets = wait_for(
+    targets = wait_until(
         lambda: [
             t
             for t in httpx.get(f"{pcluster.prometheus_url}/api/v1/targets", timeout=10).json()[
@@ -190,7 +191,7 @@ def test_prometheus_scrapes_runtime_pods_with_the_charts_labels(
     body = contract.smoke_test_request(contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION)
     response = httpx.post(f"{pcluster.router_url}/v2/models/{model}/infer", json=body, timeout=30)
     assert response.status_code == 200, response.text
-    rows = wait_for(
+    rows = wait_until(
         lambda: _query(pcluster, f'mmop_requests_total{{pod="{name}",endpoint="infer"}}'),
         within=30,
         what="the inference counted in Prometheus",
@@ -201,7 +202,7 @@ def test_prometheus_scrapes_runtime_pods_with_the_charts_labels(
 def test_prometheus_and_the_pods_give_the_same_counters(
     pcluster: DevCluster, pkubectl: Kubectl, model: str, ptraffic: Traffic
 ) -> None:
-    wait_for(lambda: ptraffic.mark() >= 20, within=60, what="some traffic")
+    wait_until(lambda: ptraffic.mark() >= 20, within=60, what="some traffic")
     ptraffic.stop()
     infos = [p for p in observe.pod_infos(_pods(pkubectl, f"mmop.io/model={model}")) if p.ready]
     assert infos
@@ -219,7 +220,7 @@ def test_prometheus_and_the_pods_give_the_same_counters(
         pods, prometheus = asyncio.run(both())
         return (pods, prometheus) if pods is not None and pods == prometheus else None
 
-    pods_snapshot, _ = wait_for(same, within=30, what="Prometheus caught up with the pods")
+    pods_snapshot, _ = wait_until(same, within=30, what="Prometheus caught up with the pods")
     assert pods_snapshot.requests >= 20
     assert pods_snapshot.buckets["+Inf"] == pods_snapshot.requests
 
@@ -229,7 +230,7 @@ def test_canary_is_promoted_from_prometheus(
 ) -> None:
     mark = ptraffic.mark()
     _apply(pkubectl, model_manifest(model, source=tiny_clip, version="v2"))
-    done = wait_for(
+    done = wait_until(
         lambda: (s := _status(pkubectl, model)).get("stableVersion") == "v2" and s,
         within=180,
         what="promotion",
@@ -251,7 +252,7 @@ def test_canary_with_errors_is_rolled_back_from_prometheus(
         {"name": "MMOP_FAULT_SPARE_SMOKE_TEST", "value": "true"},
     ]
     _apply(pkubectl, bad)
-    failed = wait_for(
+    failed = wait_until(
         lambda: (s := _status(pkubectl, model)).get("phase") == "Failed" and s,
         within=180,
         what="rollback",
@@ -342,7 +343,7 @@ def test_adapter_rules_give_the_per_pod_metrics_the_hpas_ask_for(
         for metric in sorted(asked):
             (rule,) = [r for r in adapter_rules if r["name"]["as"] == metric]
             if metric == contract.METRIC_REQUESTS_PER_SECOND:
-                values = wait_for(
+                values = wait_until(
                     lambda rule=rule: (v := per_pod(rule)) and all(x > 0 for x in v.values()) and v,
                     within=90,
                     what=f"{metric} per pod",
@@ -353,7 +354,7 @@ def test_adapter_rules_give_the_per_pod_metrics_the_hpas_ask_for(
             else:
                 # No CUDA on this machine: the runtime exports its GPU gauge as 0; the rule still
                 # finds the series and yields a value per pod
-                values = wait_for(lambda rule=rule: per_pod(rule), within=30, what=metric)
+                values = wait_until(lambda rule=rule: per_pod(rule), within=30, what=metric)
                 assert set(values.values()) == {0.0}, values
     finally:
         traffic.stop()
@@ -396,13 +397,13 @@ def test_mmop_dev_prometheus(tmp_path: Path, prometheus_bin: str) -> None:
         )
     children: list[psutil.Process] = []
     try:
-        wait_for(
+        wait_until(
             lambda: dev.poll() is not None or f"prometheus  {url}" in out_path.read_text(),
             within=120,
             what="the printed Prometheus URL",
         )
         assert dev.poll() is None, out_path.read_text()
-        up = wait_for(
+        up = wait_until(
             lambda: [
                 r
                 for r in httpx.get(

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from mmop.runtime import contract
-
-from .conftest import Traffic, apply, model_manifest, status_of, wait_for
+from tests.support.cluster import apply, status_of
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 
@@ -34,7 +36,7 @@ def test_other_weights_are_stopped_by_the_golden_set_before_any_weight(
 ) -> None:
     mark = traffic.mark()
     apply(kubectl, model_manifest(ready_model, source=tiny_clip_other, version="v2", quality={}))
-    failed = wait_for(
+    failed = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
         within=180,
         what="rollback by the quality gate",
@@ -67,7 +69,7 @@ def test_same_weights_under_a_new_version_pass_the_golden_set_and_are_promoted(
         ready_model, source=tiny_clip, version="v2", quality={"mirrorPercent": 0}
     )
     apply(kubectl, manifest)
-    done = wait_for(
+    done = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2" and s,
         within=120,
         what="promotion",
@@ -105,7 +107,7 @@ def test_live_comparison_of_mirrored_requests_gates_the_steps(
         check: dict[str, Any] = (rollout.get("lastCheck") or {}).get("quality") or {}
         return check if check.get("source") == "live" and check["result"] == "Passed" else None
 
-    check = wait_for(live_check, within=120, what="a passed live quality check")
+    check = wait_until(live_check, within=120, what="a passed live quality check")
     assert check["metric"] == "label_agreement" and check["threshold"] == 0.95
     assert check["samples"] >= 3 and check["score"] >= 0.95
     # only the canary mirrors, to the stable's Service; the stable was not touched
@@ -117,7 +119,7 @@ def test_live_comparison_of_mirrored_requests_gates_the_steps(
     assert "MMOP_MIRROR_URL" not in _env(kubectl, f"{ready_model}-v1")
     assert _pods(kubectl, ready_model, "v1") == stable_pods
     canary_pods = _pods(kubectl, ready_model, "v2")
-    done = wait_for(
+    done = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("stableVersion") == "v2" and s,
         within=120,
         what="promotion",
@@ -149,7 +151,7 @@ def test_a_canary_that_answers_real_traffic_differently_is_stopped_by_the_live_c
         {"name": contract.ENV_FAULT_SPARE_SMOKE_TEST, "value": "true"},
     ]
     apply(kubectl, manifest)
-    failed = wait_for(
+    failed = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
         within=180,
         what="rollback by the live comparison",

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mmop.devcluster.cluster import DevCluster
-
-from .conftest import apply, model_manifest, status_of, wait_for
+from tests.support.cluster import apply, status_of
+from tests.support.manifests import model_manifest
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 # Steps so slow that only a command moves this rollout within the test.
@@ -39,7 +40,7 @@ def _verified_canary(kubectl: Kubectl, name: str, version: str) -> dict[str, Any
         ok = status.get("canaryVersion") == version and rollout.get("verifiedAt")
         return status if ok else None
 
-    found: dict[str, Any] = wait_for(probe, within=180, what=f"canary {version} verified")
+    found: dict[str, Any] = wait_until(probe, within=180, what=f"canary {version} verified")
     return found
 
 
@@ -64,7 +65,7 @@ def test_promote_then_abort_with_kubectl_plugin(
         _verified_canary(kubectl, name, "v3")
         aborted = _plugin(cluster, kubectl_bin, "rollout", "abort", name, "--wait", "60")
         assert aborted.returncode == 0, aborted.stderr
-        failed = wait_for(
+        failed = wait_until(
             lambda: status_of(kubectl, name).get("phase") == "Failed",
             within=60,
             what="phase Failed after abort",
@@ -74,7 +75,7 @@ def test_promote_then_abort_with_kubectl_plugin(
         assert (status["stableVersion"], status.get("canaryVersion")) == ("v2", None)
         assert status["history"][-1]["result"] == "RolledBack"
         assert "Aborted" in status["history"][-1]["reason"]
-        wait_for(
+        wait_until(
             lambda: (
                 not kubectl("get", "deployment", f"{name}-v3", "--ignore-not-found", "-o", "name")
             ),

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from mmop.devcluster.cluster import DevCluster
-
-from .conftest import Traffic, apply, model_manifest, status_of, wait_for
+from tests.support.cluster import apply, status_of
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 
@@ -22,11 +24,16 @@ def test_canary_split_and_promotion(
     cluster: DevCluster, kubectl: Kubectl, tiny_clip: Path, model_name: str, router: str
 ) -> None:
     def manifest(version: str) -> dict[str, object]:
-        m = model_manifest(model_name, source=tiny_clip, version=version, stepInterval="6s")
-        m["spec"]["traffic"] = {"router": router}  # type: ignore[index]
-        if router == "Service":
-            m["spec"]["replicas"] = 2  # type: ignore[index]
-        return m
+        # No mesh (Service): the split is the replica ratio, so two pods.
+        replicas = 2 if router == "Service" else 1
+        return model_manifest(
+            model_name,
+            source=tiny_clip,
+            version=version,
+            router=router,
+            replicas=replicas,
+            stepInterval="6s",
+        )
 
     apply(kubectl, manifest("v1"))
     traffic: Traffic | None = None
@@ -38,7 +45,7 @@ def test_canary_split_and_promotion(
         assert routes["status"] == "True"
         traffic = Traffic(cluster.router_url, model_name).start()
         apply(kubectl, manifest("v2"))
-        wait_for(
+        wait_until(
             lambda: status_of(kubectl, model_name).get("canaryWeight") == 50,
             within=120,
             what="canary at 50%",
@@ -51,12 +58,12 @@ def test_canary_split_and_promotion(
             svc = json.loads(kubectl("get", "service", model_name, "-o", "json"))
             assert svc["spec"]["selector"] == {"mmop.io/model": model_name}
         mark = traffic.mark()
-        wait_for(
+        wait_until(
             lambda: {v for _, v in traffic.answers[mark:]} >= {"v1", "v2"},
             within=30,
             what="answers from both versions",
         )
-        wait_for(
+        wait_until(
             lambda: status_of(kubectl, model_name).get("stableVersion") == "v2",
             within=120,
             what="promotion",
@@ -69,7 +76,7 @@ def test_canary_split_and_promotion(
             svc = json.loads(kubectl("get", "service", model_name, "-o", "json"))
             assert svc["spec"]["selector"] == {"mmop.io/model": model_name, "mmop.io/version": "v2"}
         after = traffic.mark()
-        wait_for(lambda: traffic.mark() > after + 10, within=30, what="more traffic")
+        wait_until(lambda: traffic.mark() > after + 10, within=30, what="more traffic")
         assert {v for _, v in traffic.answers[after:]} == {"v2"}
         assert [a for a in traffic.answers if a[0] != 200] == []
     finally:

@@ -10,7 +10,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import Traffic, apply, model_manifest, status_of, wait_for
+from tests.support.cluster import apply, status_of
+from tests.support.manifests import model_manifest
+from tests.support.traffic import Traffic
+from tests.support.wait import wait_until
 
 Kubectl = Callable[..., str]
 
@@ -33,7 +36,7 @@ def test_canary_answering_valid_requests_with_4xx_is_rolled_back(
     v2 = model_manifest(ready_model, source=tiny_clip, version="v2")
     v2["spec"]["runtime"]["authSecretRef"] = {"name": secret, "key": "token"}
     apply(kubectl, v2)
-    failed = wait_for(
+    failed = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("phase") == "Failed" and s,
         within=180,
         what="rollback",
@@ -56,7 +59,7 @@ def test_status_wiped_mid_rollout_never_promotes_without_checks(
 ) -> None:
     # A long step interval: after its first step the canary waits, so nothing is due.
     apply(kubectl, model_manifest(ready_model, source=tiny_clip, version="v2", stepInterval="600s"))
-    before = wait_for(
+    before = wait_until(
         lambda: (s := status_of(kubectl, ready_model)).get("canaryWeight") == 50 and s,
         within=120,
         what="canary at 50%",
@@ -76,13 +79,13 @@ def test_status_wiped_mid_rollout_never_promotes_without_checks(
         "-p",
         wipe,
     )
-    wait_for(
+    wait_until(
         lambda: "StatusRecovered" in _reasons(kubectl, ready_model),
         within=60,
         what="StatusRecovered event",
     )
     # The canary is verified again (a fresh test inference), then waits for its analysis.
-    after = wait_for(
+    after = wait_until(
         lambda: (
             (s := status_of(kubectl, ready_model)).get("rollout", {}).get("verifiedAt")
             and s.get("canaryWeight") == 50

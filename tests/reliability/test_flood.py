@@ -26,8 +26,8 @@ import psutil
 from PIL import Image
 
 from mmop.runtime import contract
-
-from .conftest import FLOOD_QUEUE, MIB, Server
+from tests.support.runtime import FLOOD_QUEUE, MIB, RuntimeServer
+from tests.support.wait import wait_until
 
 FLOOD = 20 * FLOOD_QUEUE
 # Generous (a bounded queue and receive budget grow the server by some 50-130 MB here), yet
@@ -76,7 +76,7 @@ class RssSampler:
             time.sleep(0.01)
 
 
-async def _flood(server: Server, body: dict[str, Any]) -> list[httpx.Response | Exception]:
+async def _flood(server: RuntimeServer, body: dict[str, Any]) -> list[httpx.Response | Exception]:
     limits = httpx.Limits(max_connections=FLOOD, max_keepalive_connections=FLOOD)
     async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
 
@@ -99,14 +99,14 @@ def _settled_rss(pid: int) -> int:
     return min(readings)
 
 
-def _queue_depth(server: Server) -> float:
+def _queue_depth(server: RuntimeServer) -> float:
     text = httpx.get(server.url + contract.METRICS_PATH, timeout=10).text
     line = next(li for li in text.splitlines() if li.startswith("mmop_queue_depth"))
     return float(line.rsplit(" ", 1)[1])
 
 
 def test_a_flood_far_above_capacity_gets_429_and_memory_stays_bounded(
-    flood_server: Server,
+    flood_server: RuntimeServer,
 ) -> None:
     small, large = image_body(32), image_body(700)
     with flood_server.client() as client:  # warm allocator pools and caches first
@@ -160,21 +160,17 @@ def test_a_flood_far_above_capacity_gets_429_and_memory_stays_bounded(
 SLOW_CLIENTS = 4 * FLOOD_QUEUE
 
 
-def _metric(server: Server, name: str) -> float:
+def _metric(server: RuntimeServer, name: str) -> float:
     text = httpx.get(server.url + contract.METRICS_PATH, timeout=10).text
     line = next(li for li in text.splitlines() if li.startswith(name + "{"))
     return float(line.rsplit(" ", 1)[1])
 
 
 def _wait_for(check: Any, *, what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:g} s: {what}")
-        time.sleep(0.05)
+    wait_until(check, within=within, what=what, every=0.05)
 
 
-def test_a_slow_body_flood_holds_no_queue_slot(flood_server: Server) -> None:
+def test_a_slow_body_flood_holds_no_queue_slot(flood_server: RuntimeServer) -> None:
     """4 x the queue of clients send headers and one byte of a 2 KB body, then nothing: they
     hold connections, not queue slots, so normal clients are answered meanwhile."""
     path = flood_server.infer_path

@@ -28,8 +28,7 @@ import soundfile
 from PIL import Image
 
 from mmop.runtime import contract
-
-from .conftest import MIB, Server
+from tests.support.runtime import MIB, RuntimeServer
 
 PNG = contract.tiny_png()
 WAV = contract.tiny_wav()
@@ -479,7 +478,7 @@ CASES = [
 ]
 
 
-def _send(client: httpx.Client, server: Server, case: Case) -> httpx.Response:
+def _send(client: httpx.Client, server: RuntimeServer, case: Case) -> httpx.Response:
     body = case.body()
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     headers = {"content-type": "application/json", **case.headers}
@@ -488,7 +487,7 @@ def _send(client: httpx.Client, server: Server, case: Case) -> httpx.Response:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_request_gets_the_right_4xx(case: Case, request: pytest.FixtureRequest) -> None:
-    server: Server = request.getfixturevalue(case.server)
+    server: RuntimeServer = request.getfixturevalue(case.server)
     with server.client() as client:
         response = _send(client, server, case)
     assert response.status_code == case.expected, response.text[:500]
@@ -526,7 +525,7 @@ SERVED = [
 def test_lying_headers_are_decoded_for_what_the_file_holds(
     case: Case, request: pytest.FixtureRequest
 ) -> None:
-    server: Server = request.getfixturevalue(case.server)
+    server: RuntimeServer = request.getfixturevalue(case.server)
     with server.client() as client:
         response = _send(client, server, case)
     assert response.status_code == 200, response.text[:500]
@@ -545,7 +544,7 @@ UNICODE_LABELS = [
 ]
 
 
-def test_unicode_edge_cases_are_served_and_echoed(hostile_server: Server) -> None:
+def test_unicode_edge_cases_are_served_and_echoed(hostile_server: RuntimeServer) -> None:
     with hostile_server.client() as client:
         response = client.post(hostile_server.infer_path, json=zero_shot(labels=UNICODE_LABELS))
     assert response.status_code == 200, response.text[:500]
@@ -555,7 +554,7 @@ def test_unicode_edge_cases_are_served_and_echoed(hostile_server: Server) -> Non
 
 
 def test_servers_are_ready_and_correct_after_the_corpus(
-    hostile_server: Server, speech_server: Server
+    hostile_server: RuntimeServer, speech_server: RuntimeServer
 ) -> None:
     with hostile_server.client() as client:
         for case in CASES:

@@ -22,8 +22,7 @@ import numpy as np
 import soundfile
 
 from mmop.runtime import contract
-
-from .conftest import BOMB_MEMORY_LIMIT, BOMB_TOKEN, MIB, Server, peak_growth
+from tests.support.runtime import BOMB_MEMORY_LIMIT, BOMB_TOKEN, MIB, RuntimeServer, peak_growth
 
 AUTH = {"Authorization": f"Bearer {BOMB_TOKEN}"}
 BOUND = 48 * MIB
@@ -46,7 +45,7 @@ def flac_bomb(*, seconds: float, rate: int, channels: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_token_with_a_trailing_newline_is_honoured(bomb_server: Server) -> None:
+def test_a_token_with_a_trailing_newline_is_honoured(bomb_server: RuntimeServer) -> None:
     path = contract.model_path(bomb_server.name)
     with bomb_server.client() as client:
         assert client.get(path, headers=AUTH).status_code == 200
@@ -55,7 +54,7 @@ def test_a_token_with_a_trailing_newline_is_honoured(bomb_server: Server) -> Non
         assert client.get(path, headers={"Authorization": "Bearer bomb-toke"}).status_code == 401
 
 
-def test_the_memory_plan_fits_the_limit(bomb_server: Server) -> None:
+def test_the_memory_plan_fits_the_limit(bomb_server: RuntimeServer) -> None:
     with bomb_server.client(headers=AUTH) as client:
         parameters = client.get(contract.model_path(bomb_server.name)).json()["parameters"]
     print("memory plan:", {k: v for k, v in parameters.items() if "bytes" in k or "queue" in k})
@@ -65,7 +64,7 @@ def test_the_memory_plan_fits_the_limit(bomb_server: Server) -> None:
     assert "worst case" in bomb_server.log()
 
 
-def test_a_nested_json_bomb_is_refused_before_parsing(bomb_server: Server) -> None:
+def test_a_nested_json_bomb_is_refused_before_parsing(bomb_server: RuntimeServer) -> None:
     body = json_bomb(8 * MIB - 1024)
     with bomb_server.client(headers=AUTH) as client:
 
@@ -86,7 +85,7 @@ def test_a_nested_json_bomb_is_refused_before_parsing(bomb_server: Server) -> No
     assert growth < BOUND
 
 
-def test_an_audio_bomb_is_refused_before_decoding(speech_server: Server) -> None:
+def test_an_audio_bomb_is_refused_before_decoding(speech_server: RuntimeServer) -> None:
     bomb = flac_bomb(seconds=5, rate=655_350, channels=8)
     document = {
         "inputs": [

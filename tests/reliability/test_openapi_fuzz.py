@@ -18,15 +18,14 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, status_code_conformance
 
 from mmop.runtime import contract
-
-from .conftest import Server
+from tests.support.runtime import RuntimeServer
 
 EXAMPLES = 20
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_runtime_api_never_answers_5xx_or_undocumented_codes(
-    hostile_server: Server, mode: GenerationMode, subtests: pytest.Subtests
+    hostile_server: RuntimeServer, mode: GenerationMode, subtests: pytest.Subtests
 ) -> None:
     schema = schemathesis.openapi.from_url(hostile_server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]

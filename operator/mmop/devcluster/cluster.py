@@ -34,15 +34,16 @@ from typing import Any, Final, TypeVar
 import httpx
 import yaml
 
-from mmop.devcluster import manifests, meshcrds
+from mmop.devcluster import manifests
 from mmop.devcluster import prometheus as prom
 from mmop.devcluster.apiserver import ApiServer, write_kubeconfig
 from mmop.devcluster.informer import Cache
-from mmop.devcluster.kubelet import KINDS as KUBELET_KINDS
-from mmop.devcluster.kubelet import Kubelet, KubeletConfig
-from mmop.devcluster.podworker import die_with_parent
-from mmop.devcluster.router import KINDS as ROUTER_KINDS
-from mmop.devcluster.router import Router
+from mmop.devcluster.kubelet.agent import KINDS as KUBELET_KINDS
+from mmop.devcluster.kubelet.agent import Kubelet, KubeletConfig
+from mmop.devcluster.kubelet.podworker import die_with_parent
+from mmop.devcluster.router import meshcrds
+from mmop.devcluster.router.proxy import KINDS as ROUTER_KINDS
+from mmop.devcluster.router.proxy import Router
 from mmop.operator import crd, kube
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from mmop.operator import kube
-from mmop.operator.cli import load_documents
+from mmop.operator.documents import load_documents
 
 FIELD_MANAGER: Final = "mmop-dev"
 CRD_WAIT_SECONDS: Final = 10.0

@@ -12,29 +12,13 @@ from typing import Any
 
 import yaml
 
-from mmop.operator import crd, ctl, models
+from mmop.operator import crd, ctl, documents, models
 from mmop.operator.builders.children import build_children
 from mmop.operator.settings import BuildOptions
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 1."""
-
-
-def load_documents(path: str) -> list[dict[str, Any]]:
-    """YAML documents from a file ('-' is stdin), skipping empty ones."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as error:
-        raise CliError(f"{path}: {error.strerror}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise CliError(f"{path}: not valid YAML: {error}") from None
-    for doc in docs:
-        if not isinstance(doc, dict):
-            raise CliError(f"{path}: every document must be a mapping, found {type(doc).__name__}")
-    return docs
 
 
 def render(
@@ -84,7 +68,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise CliError("--weight needs --canary-version")
     options = BuildOptions(cluster_domain=args.cluster_domain)
     objects: list[dict[str, Any]] = []
-    for doc in load_documents(args.filename):
+    for doc in documents.load_documents(args.filename):
         if doc.get("kind") != models.KIND:
             raise CliError(f"{args.filename}: expected kind {models.KIND}, found {doc.get('kind')}")
         name = (doc.get("metadata") or {}).get("name", "?")
@@ -160,7 +144,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "mmop") -> None:
     args = build_parser(prog).parse_args(argv)
     try:
         code = args.func(args)
-    except (CliError, ctl.CtlError) as error:
+    except (CliError, documents.DocumentError, ctl.CtlError) as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     sys.exit(code)

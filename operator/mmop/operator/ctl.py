@@ -19,8 +19,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from mmop.operator import kube, models
-from mmop.operator.builders import meta
+from mmop.operator import kube, models, naming
 from mmop.operator.rollout import commands
 from mmop.operator.tree import render_tree
 
@@ -156,7 +155,7 @@ async def request_command(
 
 # --- get -----------------------------------------------------------------------------------------
 async def _view(client: kube.KubeClient, target: Target, body: dict[str, Any]) -> str:
-    selector = meta.selector_string(meta.pod_selector(target.name))
+    selector = naming.selector_string(naming.pod_selector(target.name))
     deployments = await client.list_items(
         kube.DEPLOYMENT, namespace=target.namespace, label_selector=selector
     )

@@ -11,12 +11,11 @@ from typing import Any
 
 import kopf
 
-from mmop.operator import models
-from mmop.operator.builders import meta
+from mmop.operator import models, naming
 from mmop.operator.handlers import lifecycle, reconcile, wake
 
 MM = (models.GROUP, models.VERSION, models.PLURAL)
-OURS = {meta.LABEL_MANAGED_BY: meta.MANAGER}
+OURS = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 
 
 @kopf.on.startup(id="mmop_startup")

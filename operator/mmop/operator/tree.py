@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from mmop.operator import conditions
-from mmop.operator.builders import meta
+from mmop.operator import conditions, naming
 
 _ICONS = {
     "Ready": "✔",
@@ -131,7 +130,7 @@ def _tree(
     by_name = {d["metadata"]["name"]: d for d in deployments}
     pods_by_version: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
-        version = (pod["metadata"].get("labels") or {}).get(meta.LABEL_VERSION, "")
+        version = (pod["metadata"].get("labels") or {}).get(naming.LABEL_VERSION, "")
         pods_by_version.setdefault(version, []).append(pod)
 
     rows: list[tuple[str, str, str, str, str]] = []  # (tree name, kind, status, age, info)
@@ -155,7 +154,7 @@ def _tree(
             f"{version.get('readyReplicas', 0)}/{version.get('replicas', 0)} ready"
         )
         rows.append((f"{branch}# {version['name']} ({role})", "Version", "", "", info))
-        deployment = by_name.get(meta.versioned_name(name, version["name"]))
+        deployment = by_name.get(naming.versioned_name(name, version["name"]))
         if deployment is None:
             continue
         dstatus = deployment.get("status") or {}

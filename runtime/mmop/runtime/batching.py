@@ -298,6 +298,11 @@ class Batcher:
         return len(self._queue)
 
     @property
+    def stopping(self) -> bool:
+        """``stop()`` was called: the running batch finishes, nothing else starts."""
+        return self._stopping
+
+    @property
     def decoding(self) -> int:
         """Requests admitted and being decoded, whose samples have not joined the queue yet."""
         return self._incoming

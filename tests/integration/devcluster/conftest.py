@@ -4,7 +4,6 @@ that run the real ``mmop-runtime``."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from mmop.devcluster.cluster import DevCluster
 from mmop.runtime import contract
+from tests.support import wait as support_wait
 
 Waiter = Callable[..., Any]
 DeploymentFactory = Callable[..., dict[str, Any]]
@@ -66,14 +66,7 @@ def wait_for() -> Waiter:
     def wait(
         fn: Callable[[], Any], what: str, timeout: float = READY_TIMEOUT, interval: float = 0.25
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = fn()
-            if last:
-                return last
-            time.sleep(interval)
-        pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        return support_wait.wait_until(fn, within=timeout, what=what, every=interval)
 
     return wait
 

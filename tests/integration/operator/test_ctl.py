@@ -14,8 +14,9 @@ import pytest
 
 from mmop.operator import kube
 from mmop.operator.rollout import commands
-
-from .conftest import OperatorProcess, eventually, example
+from tests.support.manifests import example
+from tests.support.operator import OperatorProcess, more_passes
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
 BIN = Path(sys.executable).parent
@@ -54,7 +55,7 @@ async def test_kubectl_plugin_promote_without_canary_is_refused(
         events = await client.list_items(kube.EVENT, namespace=namespace)
         return [e for e in events if e.get("reason") == "CommandRefused"]
 
-    await eventually(refused_event, what="a CommandRefused Event")
+    await wait_until_async(refused_event, what="a CommandRefused Event")
 
 
 async def test_abort_without_rollout_is_refused_and_acknowledged_once(
@@ -65,8 +66,8 @@ async def test_abort_without_rollout_is_refused_and_acknowledged_once(
     assert result.returncode == 1 and "abort refused: no rollout in progress" in result.stderr
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     acknowledged = body["status"]["lastCommand"]
-    # Many more passes (resync 2 s) never handle the same request again.
-    await asyncio.sleep(5)
+    # More passes (resync 2 s) never handle the same request again.
+    await more_passes(operator, 2)
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
     assert body["status"]["lastCommand"] == acknowledged
 
@@ -101,7 +102,7 @@ async def test_get_prints_the_tree_and_watch_redraws(
         body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
         return (body.get("status") or {}).get("stableVersion") == "v1"
 
-    await eventually(deploying, what="the operator's first pass")
+    await wait_until_async(deploying, what="the operator's first pass")
     once = _run([str(BIN / "mmop"), "get", "clip", "-n", namespace], kubeconfig)
     assert once.returncode == 0, once.stderr
     assert "Name:" in once.stdout and "clip" in once.stdout

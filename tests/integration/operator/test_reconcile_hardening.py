@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from mmop.operator import kube, models
-
-from .conftest import FakeHub, eventually, example, posted_events
+from tests.support.manifests import example
+from tests.support.operator import FakeHub, posted_events
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -58,7 +59,7 @@ async def test_fault_injection_is_invalid_unless_the_operator_allows_it(
     doc = example("clip.yaml", namespace=namespace)
     doc["spec"]["runtime"]["env"] = [{"name": "MMOP_FAULT_ERROR_RATE", "value": "1"}]
     await client.create(kube.MULTIMODAL_MODEL, doc)
-    ready = await eventually(
+    ready = await wait_until_async(
         lambda: _condition(client, namespace, "clip", "Ready"), what="a Ready condition"
     )
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
@@ -72,13 +73,19 @@ async def test_a_hub_branch_is_pinned_to_a_commit_when_first_deployed(
 ) -> None:
     doc = example("clip.yaml", namespace=namespace)
     await client.create(kube.MULTIMODAL_MODEL, doc)
-    deployment = await eventually(
+    deployment = await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=namespace),
         what="Deployment clip-v1",
     )
     commit = FakeHub.commit("openai/clip-vit-base-patch32", "main")
     assert _env(deployment)["MMOP_REVISION"] == commit
-    body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
+
+    async def recorded() -> dict[str, Any] | None:
+        # the status is written after the children: wait for it, do not race it
+        body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
+        return body if (body.get("status") or {}).get("hubCommits") else None
+
+    body = await wait_until_async(recorded, what="status.hubCommits")
     revision = models.parse_spec(doc["spec"]).revision()
     # the revision (and so every name and the rollout) comes from the spec, not the commit
     assert body["status"]["stableRevision"] == revision
@@ -100,7 +107,7 @@ async def test_an_unresolvable_revision_holds_then_deploys_once_resolved(
         cond = await _condition(client, namespace, "clip", "RevisionPinned")
         return cond if cond and cond["status"] == "False" else None
 
-    cond = await eventually(unresolved, what="RevisionPinned=False")
+    cond = await wait_until_async(unresolved, what="RevisionPinned=False")
     assert cond["reason"] == "HubRevisionUnresolved"
     assert "hf://missing/clip@main" in cond["message"] and "404" in cond["message"]
     body = await client.get(kube.MULTIMODAL_MODEL, name="clip", namespace=namespace)
@@ -114,7 +121,7 @@ async def test_an_unresolvable_revision_holds_then_deploys_once_resolved(
         namespace=namespace,
         patch={"spec": {"model": {"source": "hf://found/clip"}}},
     )
-    deployment = await eventually(
+    deployment = await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=namespace),
         what="Deployment clip-v1",
     )
@@ -129,7 +136,7 @@ async def test_a_commit_in_the_spec_is_not_looked_up(
     doc["spec"]["model"]["source"] = "hf://pinned/clip"
     doc["spec"]["model"]["revision"] = commit
     await client.create(kube.MULTIMODAL_MODEL, doc)
-    deployment = await eventually(
+    deployment = await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=namespace),
         what="Deployment clip-v1",
     )

@@ -13,8 +13,9 @@ import pytest
 
 from mmop.devcluster.apiserver import ServerHandle
 from mmop.operator import kube
-
-from .conftest import OperatorProcess, eventually, example, posted_events
+from tests.support.manifests import example
+from tests.support.operator import OperatorProcess, posted_events
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -51,7 +52,7 @@ async def _ready(client: kube.KubeClient, ns: str, name: str = "clip", **spec: A
     doc["metadata"]["name"] = name
     await client.create(kube.MULTIMODAL_MODEL, doc)
     version = doc["spec"]["version"]
-    await eventually(
+    await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name=f"{name}-{version}", namespace=ns),
         what=f"Deployment {name}-{version}",
     )
@@ -60,7 +61,7 @@ async def _ready(client: kube.KubeClient, ns: str, name: str = "clip", **spec: A
     async def ready() -> bool:
         return ((await _model(client, ns, name)).get("status") or {}).get("phase") == "Ready"
 
-    await eventually(ready, what=f"{name} Ready")
+    await wait_until_async(ready, what=f"{name} Ready")
 
 
 async def _events(client: kube.KubeClient, ns: str, reason: str) -> list[dict[str, Any]]:
@@ -99,7 +100,7 @@ async def test_refused_child_write_is_reported_and_the_decision_kept(
         cond = _condition(body, "ChildrenSynced")
         return body if cond and cond["reason"] == "WriteRefused" else None
 
-    body = await eventually(refused, what="ChildrenSynced=False WriteRefused")
+    body = await wait_until_async(refused, what="ChildrenSynced=False WriteRefused")
     cond = _condition(body, "ChildrenSynced")
     assert cond is not None and cond["status"] == "False"
     assert "PodDisruptionBudget clip-v1: 422" in cond["message"]
@@ -107,7 +108,7 @@ async def test_refused_child_write_is_reported_and_the_decision_kept(
     assert body["status"]["stableVersion"] == "v1"
     assert body["status"]["phase"] == "Deploying"
     assert await client.get_or_none(kube.DEPLOYMENT, name="clip-v1", namespace=namespace)
-    assert await eventually(lambda: _events(client, namespace, "WriteRefused"), what="Event")
+    assert await wait_until_async(lambda: _events(client, namespace, "WriteRefused"), what="Event")
 
     await faults.delete("/debug/faults")
 
@@ -115,7 +116,7 @@ async def test_refused_child_write_is_reported_and_the_decision_kept(
         cond = _condition(await _model(client, namespace, "clip"), "ChildrenSynced")
         return cond is not None and cond["status"] == "True"
 
-    await eventually(synced, what="ChildrenSynced=True once the API server accepts")
+    await wait_until_async(synced, what="ChildrenSynced=True once the API server accepts")
     assert await client.get_or_none(kube.PDB, name="clip-v1", namespace=namespace)
 
 
@@ -132,9 +133,9 @@ async def test_a_name_taken_by_another_model_is_reported_and_not_routed(
         cond = _condition(await _model(client, namespace, "clip-v1"), "ChildrenSynced")
         return cond if cond and cond["reason"] == "NameConflict" else None
 
-    cond = await eventually(conflict, what="NameConflict on clip-v1")
+    cond = await wait_until_async(conflict, what="NameConflict on clip-v1")
     assert "Service clip-v1 exists and belongs to MultimodalModel clip" in cond["message"]
-    assert await eventually(lambda: _events(client, namespace, "NameConflict"), what="Event")
+    assert await wait_until_async(lambda: _events(client, namespace, "NameConflict"), what="Event")
     # No route of clip-v1 sends its host to clip's pods; clip's Service is untouched.
     assert (
         await client.get_or_none(kube.VIRTUAL_SERVICE, name="clip-v1", namespace=namespace) is None
@@ -150,7 +151,7 @@ async def test_a_canary_whose_names_are_taken_is_stopped(
     other = example("clip.yaml", namespace=namespace)
     other["metadata"]["name"] = "m-v2"  # its Service m-v2 is the name m's canary v2 wants
     await client.create(kube.MULTIMODAL_MODEL, other)
-    await eventually(
+    await wait_until_async(
         lambda: client.get_or_none(kube.SERVICE, name="m-v2", namespace=namespace),
         what="Service m-v2 of model m-v2",
     )
@@ -162,7 +163,7 @@ async def test_a_canary_whose_names_are_taken_is_stopped(
         body = await _model(client, namespace, "m")
         return body if body["status"].get("phase") == "Failed" else None
 
-    body = await eventually(failed, what="canary v2 rolled back")
+    body = await wait_until_async(failed, what="canary v2 rolled back")
     last = body["status"]["history"][-1]
     assert (last["version"], last["result"]) == ("v2", "RolledBack")
     assert "NameConflict" in last["reason"] and "Service m-v2" in last["reason"]
@@ -182,7 +183,7 @@ async def test_status_wiped_mid_rollout_is_recovered_never_promoted(
         namespace=namespace,
         patch={"spec": {"version": "v2"}},
     )
-    await eventually(
+    await wait_until_async(
         lambda: client.get_or_none(kube.DEPLOYMENT, name="clip-v2", namespace=namespace),
         what="canary Deployment clip-v2",
     )
@@ -192,7 +193,7 @@ async def test_status_wiped_mid_rollout_is_recovered_never_promoted(
         events = await _events(client, namespace, "StatusRecovered")
         return (await _model(client, namespace, "clip")) if events else None
 
-    body = await eventually(recovered, what="StatusRecovered")
+    body = await wait_until_async(recovered, what="StatusRecovered")
     status = body["status"]
     assert (status["stableVersion"], status["canaryVersion"]) == ("v1", "v2")
     assert status.get("canaryWeight", 0) == 0
@@ -237,7 +238,7 @@ async def test_status_lost_without_a_readable_record_holds(
         cond = _condition(body, "Progressing")
         return body if cond and cond["reason"] == "StableRecordMissing" else None
 
-    body = await eventually(held, what="Progressing=False StableRecordMissing")
+    body = await wait_until_async(held, what="Progressing=False StableRecordMissing")
     assert body["status"]["phase"] == "Degraded"
     assert "holding" in body["status"]["message"]
     assert await posted_events(client, namespace, "StableRecordMissing")

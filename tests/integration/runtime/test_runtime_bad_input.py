@@ -16,8 +16,7 @@ import pytest
 import soundfile
 
 from mmop.runtime import contract
-
-from .conftest import RuntimeServer, raw_exchange
+from tests.support.runtime import RuntimeServer, raw_exchange
 
 
 def b64(data: bytes) -> str:

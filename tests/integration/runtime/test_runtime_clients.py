@@ -11,8 +11,7 @@ from openai import APIStatusError, OpenAI
 from tritonclient.utils import InferenceServerException
 
 from mmop.runtime import contract
-
-from .conftest import RuntimeServer
+from tests.support.runtime import RuntimeServer
 
 
 def _triton(server: RuntimeServer) -> triton.InferenceServerClient:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mmop.runtime import contract
-
-from .conftest import AUTH_TOKEN, SMOKE_TOKEN, RuntimeServer, image_request
-from .conftest import metric_value as sample
+from tests.support.runtime import AUTH_TOKEN, SMOKE_TOKEN, RuntimeServer, image_request
+from tests.support.runtime import metric_value as sample
 
 BODY = image_request()
 

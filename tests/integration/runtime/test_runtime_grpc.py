@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,8 +18,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from mmop.runtime import contract
-
-from .conftest import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
+from tests.support.runtime import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
+from tests.support.wait import wait_until
 
 AUTH = {"authorization": f"Bearer {AUTH_TOKEN}"}
 
@@ -330,16 +329,20 @@ def test_sigterm_drains_grpc_with_http(start_server: Any, models: ModelStore) ->
     server.wait_ready()
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(_client(server).infer, server.name, [_image()])
-        deadline = time.monotonic() + 10
-        while metric_value(server.metrics(), contract.METRIC_QUEUE_DEPTH) < 1:
-            assert time.monotonic() < deadline, "the call never arrived"
-            time.sleep(0.02)
+        wait_until(
+            lambda: metric_value(server.metrics(), contract.METRIC_QUEUE_DEPTH) >= 1,
+            within=10,
+            what="the call to arrive",
+            every=0.02,
+        )
         server.process.send_signal(signal.SIGTERM)
         client = _client(server)
-        deadline = time.monotonic() + 10
-        while client.is_server_ready():
-            assert time.monotonic() < deadline, "ServerReady did not turn false"
-            time.sleep(0.02)
+        wait_until(
+            lambda: not client.is_server_ready(),
+            within=10,
+            what="ServerReady to turn false",
+            every=0.02,
+        )
         with pytest.raises(InferenceServerException) as error:
             client.infer(server.name, [_image()])
         assert _status(error) == "StatusCode.UNAVAILABLE"

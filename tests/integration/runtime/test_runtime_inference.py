@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from mmop.runtime import contract
-
-from .conftest import ModelStore, RuntimeServer
+from tests.support.runtime import ModelStore, RuntimeServer
 
 
 def png(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conftest import RuntimeServer
+from tests.support.runtime import RuntimeServer
 
 SCRIPT = Path(__file__).with_name("kserve_clients.py")
 

@@ -6,7 +6,6 @@ import concurrent.futures
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,7 @@ import httpx
 import pytest
 
 from mmop.runtime import contract
-
-from .conftest import (
+from tests.support.runtime import (
     RUNTIME_BIN,
     SMOKE_TOKEN,
     ModelStore,
@@ -23,6 +21,7 @@ from .conftest import (
     image_request,
     metric_value,
 )
+from tests.support.wait import wait_until
 
 
 def test_probes_and_metrics_after_start(classification_server: RuntimeServer) -> None:
@@ -89,16 +88,20 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(drain_server: RuntimeSer
     path = contract.infer_path(server.name)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(httpx.post, server.url + path, json=image_request(), timeout=30)
-        deadline = time.monotonic() + 10
-        while metric_value(server.metrics(), contract.METRIC_QUEUE_DEPTH) < 1:
-            assert time.monotonic() < deadline, "the request never arrived"
-            time.sleep(0.02)
+        wait_until(
+            lambda: metric_value(server.metrics(), contract.METRIC_QUEUE_DEPTH) >= 1,
+            within=10,
+            what="the request to arrive",
+            every=0.02,
+        )
         server.process.send_signal(signal.SIGTERM)
         with server.client() as client:
-            deadline = time.monotonic() + 10
-            while client.get(contract.READY_PATH).status_code != 503:
-                assert time.monotonic() < deadline, "readiness did not turn 503"
-                time.sleep(0.02)
+            wait_until(
+                lambda: client.get(contract.READY_PATH).status_code == 503,
+                within=10,
+                what="readiness to turn 503",
+                every=0.02,
+            )
             refused = client.post(path, json=image_request())
             assert client.get(contract.LIVE_PATH).status_code == 200
         assert refused.status_code == 503

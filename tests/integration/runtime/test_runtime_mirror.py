@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,8 @@ import pytest
 
 from mmop.runtime import contract
 from mmop.runtime.tinymodels import create_tiny_model
-
-from .conftest import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
+from tests.support.runtime import AUTH_TOKEN, SMOKE_TOKEN, ModelStore, RuntimeServer, metric_value
+from tests.support.wait import wait_until
 
 TASK = contract.TASK_IMAGE_TEXT_EMBEDDING
 DEADLINE = 90.0
@@ -47,11 +46,7 @@ def _mirror_results(server: RuntimeServer) -> dict[str, float]:
 
 
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    wait_until(condition, within=DEADLINE, what=what, every=0.1)
 
 
 @dataclass

@@ -7,9 +7,8 @@ import concurrent.futures
 import httpx
 
 from mmop.runtime import contract
-
-from .conftest import AUTH_TOKEN, RuntimeServer, image_request, raw_exchange
-from .conftest import metric_value as sample
+from tests.support.runtime import AUTH_TOKEN, RuntimeServer, image_request, raw_exchange
+from tests.support.runtime import metric_value as sample
 
 BODY = image_request()
 

@@ -18,8 +18,7 @@ from mmop.runtime import contract, loading, protocol, tasks
 from mmop.runtime.errors import InvalidInput, LoadError
 from mmop.runtime.settings import RuntimeSettings
 from mmop.runtime.tasks.base import Sample, Task
-
-from .conftest import ModelStore
+from tests.support.runtime import ModelStore
 
 Loader = Callable[..., Task]
 

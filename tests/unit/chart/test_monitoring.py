@@ -10,8 +10,7 @@ from typing import Any
 
 import yaml
 
-from mmop.operator import cli
-from mmop.operator.builders import meta
+from mmop.operator import cli, naming
 from mmop.operator.settings import BuildOptions
 from mmop.runtime import contract
 
@@ -137,19 +136,19 @@ def test_monitors_are_off_by_default(helm) -> None:
 def test_pod_monitor_scrapes_the_runtime_pods_the_operator_makes(helm) -> None:
     monitor = helm.template(values=MONITORS).one("PodMonitor")
     spec = monitor["spec"]
-    assert spec["selector"] == {"matchLabels": {meta.LABEL_MANAGED_BY: meta.MANAGER}}
+    assert spec["selector"] == {"matchLabels": {naming.LABEL_MANAGED_BY: naming.MANAGER}}
     assert spec["namespaceSelector"] == {"any": True}
     (endpoint,) = spec["podMetricsEndpoints"]
     assert endpoint["port"] == contract.HTTP_PORT_NAME
     assert endpoint["path"] == contract.METRICS_PATH
     # The runtime's own "endpoint" label must survive the Prometheus Operator's target label.
     assert endpoint["honorLabels"] is True
-    assert spec["podTargetLabels"] == [meta.LABEL_MODEL, meta.LABEL_VERSION]
+    assert spec["podTargetLabels"] == [naming.LABEL_MODEL, naming.LABEL_VERSION]
 
     # ... and the runtime Deployments the operator builds match it.
     for deployment in (o for o in _example_children() if o["kind"] == "Deployment"):
         template = deployment["spec"]["template"]
-        assert template["metadata"]["labels"][meta.LABEL_MANAGED_BY] == meta.MANAGER
+        assert template["metadata"]["labels"][naming.LABEL_MANAGED_BY] == naming.MANAGER
         ports = {
             p["name"]: p["containerPort"]
             for c in template["spec"]["containers"]

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from mmop.operator import crd, models
-
-from .conftest import CrdCheck
+from tests.support.models import CrdCheck
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

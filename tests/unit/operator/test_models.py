@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from mmop.operator import models
-
-from .conftest import CrdCheck
+from tests.support.models import CrdCheck
 
 Doc = dict[str, Any]
 

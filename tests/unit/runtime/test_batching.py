@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,7 @@ from mmop.runtime.batching import (
     split_halves,
 )
 from mmop.runtime.errors import InferenceFailed, NotReady, QueueTimeout
+from tests.support.wait import never_async, wait_until_async
 
 
 @dataclass
@@ -234,8 +236,10 @@ class Recorder:
         self.waits: list[float] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.calls = 0  # forward passes entered (counted before the gate)
 
     def forward(self, samples: list[int]) -> list[int]:
+        self.calls += 1
         self.gate.wait()
         self.batches.append(list(samples))
         if -1 in samples:
@@ -247,6 +251,15 @@ class Recorder:
 
     def observe_queue_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+async def _until(probe: Callable[[], object], what: str) -> None:
+    """Poll ``probe`` (a batcher or recorder state) until it holds; 5 s at most."""
+
+    async def check() -> object:
+        return probe()
+
+    await wait_until_async(check, within=5, what=what, every=0.005)
 
 
 def _batcher(recorder: Recorder, **overrides: float) -> Batcher:
@@ -286,12 +299,12 @@ async def test_concurrent_requests_share_a_batch(recorder: Recorder) -> None:
     batcher.start()
     try:
         first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: recorder.calls == 1, "the worker in its first batch")
         rest = [
             asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic()))
             for i in range(1, 6)
         ]
-        await asyncio.sleep(0.05)
+        await _until(lambda: batcher.waiting == 5, "the other five queued")
         recorder.gate.set()
         assert await first == [0]
         assert [await r for r in rest] == [[2 * i] for i in range(1, 6)]
@@ -325,11 +338,11 @@ async def test_a_poison_sample_fails_only_its_own_request(recorder: Recorder) ->
     batcher.start()
     try:
         blocker = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: recorder.calls == 1, "the worker in its first batch")
         good = asyncio.ensure_future(batcher.submit([1, 2], admitted_at=time.monotonic()))
         bad = asyncio.ensure_future(batcher.submit([3, -1], admitted_at=time.monotonic()))
         other = asyncio.ensure_future(batcher.submit([4], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: batcher.waiting == 5, "five samples queued")
         recorder.gate.set()
         await blocker
         assert await good == [2, 4]
@@ -351,8 +364,10 @@ async def test_cuda_oom_splits_the_batch_in_halves(recorder: Recorder) -> None:
         return [s + 1 for s in samples]
 
     gate = threading.Event()
+    entered: list[int] = []
 
     def gated(samples: list[int]) -> list[int]:
+        entered.append(len(samples))
         gate.wait()
         return forward(samples)
 
@@ -361,12 +376,12 @@ async def test_cuda_oom_splits_the_batch_in_halves(recorder: Recorder) -> None:
     batcher.start()
     try:
         first = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: entered, "the worker in its first batch")
         tasks = [
             asyncio.ensure_future(batcher.submit([i], admitted_at=time.monotonic()))
             for i in range(8)
         ]
-        await asyncio.sleep(0.05)
+        await _until(lambda: batcher.waiting == 8, "eight samples queued")
         gate.set()
         assert await first == [1]
         assert [await t for t in tasks] == [[i + 1] for i in range(8)]
@@ -382,7 +397,7 @@ async def test_requests_older_than_the_queue_timeout_get_504(recorder: Recorder)
     try:
         loop = asyncio.get_running_loop()
         running = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: recorder.calls == 1, "the worker running the first request")
         waiting = asyncio.ensure_future(batcher.submit([2], admitted_at=time.monotonic()))
         with pytest.raises(QueueTimeout, match="queue"):
             await waiting
@@ -403,8 +418,7 @@ async def test_stuck_forward_makes_the_batcher_unhealthy(recorder: Recorder) -> 
         assert batcher.healthy()
         recorder.gate.clear()
         pending = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.3)
-        assert not batcher.healthy()
+        await _until(lambda: not batcher.healthy(), "a stuck forward to make the batcher unhealthy")
         recorder.gate.set()
         assert await pending == [2]
         assert batcher.healthy()
@@ -426,8 +440,7 @@ async def test_a_dead_worker_is_unhealthy_and_fails_its_requests() -> None:
     batcher.wait_warm(5)
     with pytest.raises(NotReady):
         await batcher.submit([1], admitted_at=time.monotonic())
-    await asyncio.sleep(0.05)
-    assert not batcher.healthy()
+    await _until(lambda: not batcher.healthy(), "the dead worker to be unhealthy")
     with pytest.raises(NotReady):
         await batcher.submit([2], admitted_at=time.monotonic())
 
@@ -438,12 +451,12 @@ async def test_cancelled_requests_are_skipped(recorder: Recorder) -> None:
     batcher.start()
     try:
         blocker = asyncio.ensure_future(batcher.submit([0], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.05)
+        await _until(lambda: recorder.calls == 1, "the worker in its first batch")
         cancelled = asyncio.ensure_future(batcher.submit([5], admitted_at=time.monotonic()))
         kept = asyncio.ensure_future(batcher.submit([6], admitted_at=time.monotonic()))
-        await asyncio.sleep(0.01)
+        await _until(lambda: batcher.waiting == 2, "two requests queued")
         cancelled.cancel()
-        await asyncio.sleep(0.01)
+        await _until(cancelled.done, "the cancellation to land")
         recorder.gate.set()
         await blocker
         assert await kept == [12]
@@ -457,11 +470,11 @@ async def test_stop_fails_what_still_waits(recorder: Recorder) -> None:
     batcher = _batcher(recorder, max_batch_size=1, max_delay=0.0)
     batcher.start()
     running = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
-    await asyncio.sleep(0.05)
+    await _until(lambda: recorder.calls == 1, "the worker running the first request")
     waiting = asyncio.ensure_future(batcher.submit([2], admitted_at=time.monotonic()))
-    await asyncio.sleep(0.01)
+    await _until(lambda: batcher.waiting == 1, "the second request queued")
     stopper = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
-    await asyncio.sleep(0.05)
+    await _until(lambda: batcher.stopping, "stop() called while the first batch runs")
     recorder.gate.set()
     await stopper
     assert await running == [2]
@@ -480,8 +493,13 @@ async def test_a_request_being_decoded_is_waited_for(recorder: Recorder) -> None
             await batcher.submit(samples, admitted_at=time.monotonic(), ticket=earlier)
         with batcher.incoming() as slow:
             first = asyncio.ensure_future(batcher.submit([1], admitted_at=time.monotonic()))
-            await asyncio.sleep(0.15)  # well past the first sample's own delay
-            assert recorder.batches == [[0]]
+            await _until(lambda: batcher.waiting == 1, "the first sample queued")
+            # well past the first sample's own delay (50 ms), it is still held for the other
+            await never_async(
+                lambda: recorder.batches != [[0]],
+                during=0.15,
+                what="the first sample dispatched alone while another request decodes",
+            )
             second = await batcher.submit([2], admitted_at=time.monotonic(), ticket=slow)
         assert await first == [2]
         assert second == [4]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from mmop.runtime import contract, protocol, scoring
-from mmop.runtime.dataplane import _wrong
+from mmop.runtime.faults import wrong_answer
 
 
 def _answer(*outputs: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def test_the_wrong_answers_fault_scores_as_wrong_in_every_metric() -> None:
     embedding = protocol.OutputTensor("image_embeds", "FP32", (1, 2), np.array([[0.6, 0.8]]))
     text = protocol.OutputTensor("text", "BYTES", (1,), ["a cat on a mat"])
     right = [scores, labels]
-    wrong = [_wrong(o) for o in right]
+    wrong = [wrong_answer(o) for o in right]
     assert [(o.name, o.datatype, o.shape) for o in wrong] == [
         (o.name, o.datatype, o.shape) for o in right
     ]
@@ -329,7 +329,9 @@ def test_the_wrong_answers_fault_scores_as_wrong_in_every_metric() -> None:
     assert scoring.score_pair(task, doc(right), doc(wrong)) == [0.0, 0.0]
     assert scoring.score_pair(task, doc(right), doc(right)) == [1.0, 1.0]
     embed_task = contract.TASK_IMAGE_TEXT_EMBEDDING
-    cosine = scoring.score_pair(embed_task, doc([embedding]), doc([_wrong(embedding)]))
+    cosine = scoring.score_pair(embed_task, doc([embedding]), doc([wrong_answer(embedding)]))
     assert cosine == [pytest.approx(-1.0)]
-    caption = scoring.score_pair(contract.TASK_IMAGE_TO_TEXT, doc([text]), doc([_wrong(text)]))
+    caption = scoring.score_pair(
+        contract.TASK_IMAGE_TO_TEXT, doc([text]), doc([wrong_answer(text)])
+    )
     assert caption == [0.0]

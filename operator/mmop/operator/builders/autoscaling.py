@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmop.operator import models
+from mmop.operator import models, naming
 from mmop.operator.builders import meta
 from mmop.operator.builders.plan import VersionPlan
 from mmop.runtime import contract
@@ -46,7 +46,7 @@ def build_hpa(mm: models.MultimodalModel, plan: VersionPlan) -> dict[str, Any] |
     autoscaling = mm.spec.autoscaling
     if autoscaling is None:
         return None
-    name = meta.versioned_name(mm.metadata.name, plan.name)
+    name = naming.versioned_name(mm.metadata.name, plan.name)
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "minReplicas": plan.min_replicas,

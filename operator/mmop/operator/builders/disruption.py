@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmop.operator import models
+from mmop.operator import models, naming
 from mmop.operator.builders import meta
 from mmop.operator.builders.plan import VersionPlan
 
@@ -18,10 +18,10 @@ def build_pdb(mm: models.MultimodalModel, plan: VersionPlan) -> dict[str, Any] |
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": meta.object_meta(
-            mm, name=meta.versioned_name(mm.metadata.name, plan.name), version=plan.name
+            mm, name=naming.versioned_name(mm.metadata.name, plan.name), version=plan.name
         ),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": meta.pod_selector(mm.metadata.name, plan.name)},
+            "selector": {"matchLabels": naming.pod_selector(mm.metadata.name, plan.name)},
         },
     }

@@ -1,4 +1,6 @@
-"""Names, labels and ownerReferences shared by every child object."""
+"""The metadata of every child object: name, namespace, labels, ownerReference and the version
+record annotations. The vocabulary (label keys, selectors, names) is :mod:`mmop.operator.naming`;
+it is re-exported here for the builders and the reconciler that still spell it ``meta.X``."""
 
 from __future__ import annotations
 
@@ -6,57 +8,50 @@ import json
 from typing import Any
 
 from mmop.operator import models
+from mmop.operator.naming import (
+    ANNOTATION_HUB_COMMIT,
+    ANNOTATION_MIRROR,
+    ANNOTATION_REVISION,
+    ANNOTATION_ROLE,
+    ANNOTATION_SERVING_SPEC,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_NAME,
+    LABEL_VERSION,
+    MANAGER,
+    ROLE_RETIRING,
+    model_labels,
+    model_url,
+    pod_selector,
+    selector_string,
+    service_host,
+    version_labels,
+    versioned_name,
+)
 
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_MODEL = "mmop.io/model"
-LABEL_VERSION = "mmop.io/version"
-ANNOTATION_REVISION = "mmop.io/revision"
-# On Deployment metadata only (never the pod template: changing it would restart pods): what
-# the operator needs to rebuild its record of a version when the model's status is lost.
-ANNOTATION_ROLE = "mmop.io/role"
-ANNOTATION_SERVING_SPEC = "mmop.io/serving-spec"
-# What else shapes the pod template and lives only in status: the hub commit the revision was
-# pinned to (status.hubCommits) and the mirror target (status.stableMirror). Recovery reads
-# them back, so a lost status never changes (restarts) a running version's pods.
-ANNOTATION_HUB_COMMIT = "mmop.io/hub-commit"
-ANNOTATION_MIRROR = "mmop.io/mirror"
-ROLE_RETIRING = "retiring"
-MANAGER = "mmop"
-
-
-def model_labels(name: str) -> dict[str, str]:
-    """Labels on every child of model ``name`` (also the selector of all its pods)."""
-    return {LABEL_NAME: name, LABEL_MANAGED_BY: MANAGER, LABEL_MODEL: name}
-
-
-def version_labels(name: str, version: str) -> dict[str, str]:
-    return {**model_labels(name), LABEL_VERSION: version}
-
-
-def pod_selector(name: str, version: str | None = None) -> dict[str, str]:
-    """The labels that pick the pods of a model (and of one version of it)."""
-    selector = {LABEL_MODEL: name}
-    if version is not None:
-        selector[LABEL_VERSION] = version
-    return selector
-
-
-def selector_string(selector: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-
-
-def versioned_name(name: str, version: str) -> str:
-    """Deployment, Service, HPA and PDB of one version: NAME-VERSION."""
-    return f"{name}-{version}"
-
-
-def service_host(name: str, namespace: str, cluster_domain: str) -> str:
-    return f"{name}.{namespace}.svc.{cluster_domain}"
-
-
-def model_url(mm: models.MultimodalModel, cluster_domain: str) -> str:
-    return f"http://{service_host(mm.metadata.name, mm.metadata.namespace, cluster_domain)}"
+__all__ = [
+    "ANNOTATION_HUB_COMMIT",
+    "ANNOTATION_MIRROR",
+    "ANNOTATION_REVISION",
+    "ANNOTATION_ROLE",
+    "ANNOTATION_SERVING_SPEC",
+    "LABEL_MANAGED_BY",
+    "LABEL_MODEL",
+    "LABEL_NAME",
+    "LABEL_VERSION",
+    "MANAGER",
+    "ROLE_RETIRING",
+    "model_labels",
+    "model_url",
+    "object_meta",
+    "owner_reference",
+    "pod_selector",
+    "selector_string",
+    "service_host",
+    "version_labels",
+    "version_record",
+    "versioned_name",
+]
 
 
 def owner_reference(mm: models.MultimodalModel) -> dict[str, Any]:

@@ -36,14 +36,6 @@ class VersionPlan:
     None: the revision as written in the spec."""
 
 
-def version_name(spec_version: str, revision: str, *, taken: set[str]) -> str:
-    """The version's name: spec.version, or spec.version-REV when that name is in use by
-    another revision (the user changed the pod template without changing spec.version)."""
-    if spec_version not in taken:
-        return spec_version
-    return f"{spec_version}-{revision[:6]}"
-
-
 def canary_mirror(
     spec: models.MultimodalModelSpec, *, stable_version: str | None
 ) -> models.Mirror | None:

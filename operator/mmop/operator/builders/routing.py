@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmop.operator import models
+from mmop.operator import models, naming
 from mmop.operator.builders import meta
 from mmop.operator.builders.plan import VersionPlan
 from mmop.operator.builders.service import GRPC_SERVICE_PORT, SERVICE_PORT
@@ -33,8 +33,8 @@ def build_destination_rule(
         "kind": "DestinationRule",
         "metadata": meta.object_meta(mm, name=name),
         "spec": {
-            "host": meta.service_host(name, ns, options.cluster_domain),
-            "subsets": [{"name": p.name, "labels": {meta.LABEL_VERSION: p.name}} for p in plans],
+            "host": naming.service_host(name, ns, options.cluster_domain),
+            "subsets": [{"name": p.name, "labels": {naming.LABEL_VERSION: p.name}} for p in plans],
         },
     }
 
@@ -43,7 +43,7 @@ def build_virtual_service(
     mm: models.MultimodalModel, plans: list[VersionPlan], *, options: BuildOptions
 ) -> dict[str, Any]:
     name, ns = mm.metadata.name, mm.metadata.namespace
-    host = meta.service_host(name, ns, options.cluster_domain)
+    host = naming.service_host(name, ns, options.cluster_domain)
     hosts = [name, host, *[h for h in mm.spec.traffic.hosts if h not in (name, host)]]
 
     def route(port: int) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def build_http_route(mm: models.MultimodalModel, plans: list[VersionPlan]) -> di
                     {
                         "group": "",
                         "kind": "Service",
-                        "name": meta.versioned_name(mm.metadata.name, p.name),
+                        "name": naming.versioned_name(mm.metadata.name, p.name),
                         "port": SERVICE_PORT,
                         "weight": w,
                     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmop.operator import models
+from mmop.operator import models, naming
 from mmop.operator.builders import meta
 from mmop.operator.builders.plan import VersionPlan
 from mmop.runtime import contract
@@ -68,12 +68,12 @@ def main_selector(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[
     live = [p for p in plans if p.weight > 0]
     stable = next((p for p in plans if p.role == "stable"), None)
     if len(live) == 1:
-        return meta.pod_selector(name, live[0].name)
+        return naming.pod_selector(name, live[0].name)
     retiring = any(v.role == models.VersionRole.RETIRING for v in mm.status.versions)
     if len(live) > 1 and not retiring:
-        return meta.pod_selector(name)
+        return naming.pod_selector(name)
     first = stable or (live[0] if live else plans[0])
-    return meta.pod_selector(name, first.name)
+    return naming.pod_selector(name, first.name)
 
 
 def build_main_service(mm: models.MultimodalModel, plans: list[VersionPlan]) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def build_main_service(mm: models.MultimodalModel, plans: list[VersionPlan]) -> 
 def build_version_service(mm: models.MultimodalModel, plan: VersionPlan) -> dict[str, Any]:
     return _service(
         metadata=meta.object_meta(
-            mm, name=meta.versioned_name(mm.metadata.name, plan.name), version=plan.name
+            mm, name=naming.versioned_name(mm.metadata.name, plan.name), version=plan.name
         ),
-        selector=meta.pod_selector(mm.metadata.name, plan.name),
+        selector=naming.pod_selector(mm.metadata.name, plan.name),
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from mmop.operator.builders import meta
+from mmop.operator import naming
 from mmop.operator.handlers.state import MEMO_KEY, OperatorState
 from mmop.operator.rollout import commands
 
@@ -33,6 +33,6 @@ def handle_child_event(*, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if state is None:
         return
     md = body.get("metadata", {})
-    model = (md.get("labels") or {}).get(meta.LABEL_MODEL)
+    model = (md.get("labels") or {}).get(naming.LABEL_MODEL)
     if model:
         state.wake(md.get("namespace", ""), model)

@@ -8,8 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmop.operator import kube
-from mmop.operator.builders import meta
+from mmop.operator import kube, naming
 from mmop.operator.reconcile.diff import is_subset, merge_patch
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,9 @@ async def list_children(
     client: kube.KubeClient, *, namespace: str, model: str
 ) -> tuple[dict[kube.Kind, dict[str, dict[str, Any]]], set[kube.Kind]]:
     """(existing children by kind and name, kinds the cluster does not serve)."""
-    selector = meta.selector_string({meta.LABEL_MODEL: model, meta.LABEL_MANAGED_BY: meta.MANAGER})
+    selector = naming.selector_string(
+        {naming.LABEL_MODEL: model, naming.LABEL_MANAGED_BY: naming.MANAGER}
+    )
     actual: dict[kube.Kind, dict[str, dict[str, Any]]] = {}
     unserved: set[kube.Kind] = set()
     for kind in CHILD_KINDS:
@@ -138,7 +139,7 @@ async def ensure_children(
                     report.created.append(_key(kind, name))
                 elif taken:
                     report.conflicts.append(f"{kind.kind} {name} {taken}")
-                    version = (obj["metadata"].get("labels") or {}).get(meta.LABEL_VERSION)
+                    version = (obj["metadata"].get("labels") or {}).get(naming.LABEL_VERSION)
                     if version:
                         report.conflict_versions.add(version)
                     if kind == kube.SERVICE:
@@ -166,7 +167,7 @@ async def ensure_children(
             if obj["metadata"].get("deletionTimestamp"):
                 continue
             try:
-                if labels.get(meta.LABEL_VERSION) in keep_versions:
+                if labels.get(naming.LABEL_VERSION) in keep_versions:
                     if await _mark_retiring(client, kind, obj, namespace=namespace):
                         report.updated.append(_key(kind, name))
                     continue
@@ -231,12 +232,12 @@ async def _mark_retiring(
     if kind != kube.DEPLOYMENT:
         return False
     annotations = obj["metadata"].get("annotations") or {}
-    if annotations.get(meta.ANNOTATION_ROLE) == meta.ROLE_RETIRING:
+    if annotations.get(naming.ANNOTATION_ROLE) == naming.ROLE_RETIRING:
         return False
     await client.patch(
         kind,
         name=obj["metadata"]["name"],
         namespace=namespace,
-        patch={"metadata": {"annotations": {meta.ANNOTATION_ROLE: meta.ROLE_RETIRING}}},
+        patch={"metadata": {"annotations": {naming.ANNOTATION_ROLE: naming.ROLE_RETIRING}}},
     )
     return True

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mmop.operator import conditions, models
-from mmop.operator.builders.plan import canary_mirror, canary_target, version_name
+from mmop.operator.builders.plan import canary_mirror, canary_target
+from mmop.operator.naming import version_name
 from mmop.operator.rollout import analysis, capacity, commands, quality
 
 HISTORY_LIMIT = 10

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mmop.operator import conditions, models
-from mmop.operator.builders import meta
+from mmop.operator import conditions, models, naming
 
 HOLD_REASON = "StableRecordMissing"
 
@@ -64,12 +63,12 @@ def records_from(
         out.append(
             DeploymentRecord(
                 name=name,
-                version=str(labels.get(meta.LABEL_VERSION, "")),
-                revision=annotations.get(meta.ANNOTATION_REVISION),
-                role=annotations.get(meta.ANNOTATION_ROLE),
-                serving=_serving(annotations.get(meta.ANNOTATION_SERVING_SPEC)),
-                commit=annotations.get(meta.ANNOTATION_HUB_COMMIT) or None,
-                mirror=_mirror(annotations.get(meta.ANNOTATION_MIRROR)),
+                version=str(labels.get(naming.LABEL_VERSION, "")),
+                revision=annotations.get(naming.ANNOTATION_REVISION),
+                role=annotations.get(naming.ANNOTATION_ROLE),
+                serving=_serving(annotations.get(naming.ANNOTATION_SERVING_SPEC)),
+                commit=annotations.get(naming.ANNOTATION_HUB_COMMIT) or None,
+                mirror=_mirror(annotations.get(naming.ANNOTATION_MIRROR)),
             )
         )
     return out
@@ -117,7 +116,7 @@ def recover_status(
     desired_rev = spec.serving().revision()
     listing = ", ".join(f"{r.name} (revision {r.revision or '?'})" for r in records)
     stables = [r for r in records if r.role == "stable"]
-    unknown = [r for r in records if r.role not in ("stable", "canary", meta.ROLE_RETIRING)]
+    unknown = [r for r in records if r.role not in ("stable", "canary", naming.ROLE_RETIRING)]
     stable: DeploymentRecord | None = None
     serving: models.ServingSpec | None = None
     if len(records) == 1 and not stables and records[0].revision == desired_rev:
@@ -183,7 +182,7 @@ def recover_status(
             retire_after=after,
         )
         for r in records
-        if r.role == meta.ROLE_RETIRING and r.version and r.version != stable.version
+        if r.role == naming.ROLE_RETIRING and r.version and r.version != stable.version
     ]
     notes.extend(f"retiring {v.name}" for v in recovered.versions)
     return Recovery(

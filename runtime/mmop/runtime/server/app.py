@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.types import Lifespan
 
 from mmop.runtime import contract
-from mmop.runtime.dataplane import Admission, DataPlane, Receipt
+from mmop.runtime.admission import Admission, Receipt
+from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import BodyTimeout, InvalidInput, ModelNotFound, PayloadTooLarge, echo
 from mmop.runtime.metrics import CONTENT_TYPE
 from mmop.runtime.mirror import Mirror
@@ -109,10 +110,6 @@ def create_app(
     """The ASGI app of one data plane (``lifespan`` loads and stops it, see ``server.process``);
     with ``mirror``, a sample of answered OIP infer requests is mirrored (``mmop.runtime.mirror``).
     """
-    settings = plane.settings
-    metrics = plane.metrics
-    limit = settings.max_request_bytes
-    body_seconds = settings.body_timeout_seconds
     app = FastAPI(
         title="mmop-runtime",
         summary="Model server: Open Inference Protocol v2 and OpenAI embeddings",
@@ -121,88 +118,94 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    handlers = _Handlers(plane, mirror=mirror)
+    _add_health_routes(app, handlers)
+    _add_model_routes(app, handlers)
+    _add_openai_routes(app, handlers)
+    _add_middleware(app, plane)
+    return app
 
-    def fail(error: BaseException) -> Response:
-        return error_response(error, metrics=metrics)
 
-    async def receive(request: Request) -> tuple[bytes, Admission]:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    # exc.headers carries Allow on a 405 (RFC 9110 requires it).
+    return json_response(
+        {"error": str(exc.detail)}, status=exc.status_code, headers=dict(exc.headers or {})
+    )
+
+
+class _Handlers:
+    """The route handlers of one data plane: each turns a request into a data plane call and
+    the answer (or the error, through ``server.errors``) into a response. The method names are
+    the routes' names (and OpenAPI operation ids)."""
+
+    def __init__(self, plane: DataPlane, *, mirror: Mirror | None) -> None:
+        self.plane = plane
+        self.mirror = mirror
+        self.metrics = plane.metrics
+        self.limit = plane.settings.max_request_bytes
+        self.body_seconds = plane.settings.body_timeout_seconds
+
+    def fail(self, error: BaseException) -> Response:
+        return error_response(error, metrics=self.metrics)
+
+    async def receive(self, request: Request) -> tuple[bytes, Admission]:
         """The whole body, then a queue slot: a body that trickles in never holds a slot.
 
         A full queue is refused before the body is read, and again (the body read for nothing)
         when it filled up meanwhile.
         """
-        plane.check_capacity()
-        with plane.receiving() as receipt:
+        admission = self.plane.admission
+        admission.check_capacity()
+        with admission.receiving() as receipt:
             body = await read_body_within(
-                request, limit=limit, seconds=body_seconds, receipt=receipt
+                request, limit=self.limit, seconds=self.body_seconds, receipt=receipt
             )
-            return body, plane.admit(body_bytes=len(body))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # exc.headers carries Allow on a 405 (RFC 9110 requires it).
-        return json_response(
-            {"error": str(exc.detail)}, status=exc.status_code, headers=dict(exc.headers or {})
-        )
+            return body, admission.admit(body_bytes=len(body))
 
     # --- health -------------------------------------------------------------------------------
 
-    @app.get(
-        contract.LIVE_PATH,
-        tags=["health"],
-        responses=openapi.responses({"type": "object"}, 503),
-    )
-    async def live() -> Response:
-        if plane.live():
+    async def live(self) -> Response:
+        if self.plane.live():
             return json_response({"live": True})
         return json_response({"live": False, "error": "the batcher is dead or stuck"}, status=503)
 
-    @app.get(
-        contract.READY_PATH,
-        tags=["health"],
-        responses=openapi.responses({"type": "object"}, 503),
-    )
-    async def ready() -> Response:
-        reason = plane.not_ready_reason()
+    async def ready(self) -> Response:
+        reason = self.plane.not_ready_reason()
         if reason is None:
             return json_response({"ready": True})
         return json_response({"ready": False, "error": reason}, status=503)
 
     # --- metadata -----------------------------------------------------------------------------
 
-    @app.get(
-        contract.SERVER_METADATA_PATH,
-        tags=["metadata"],
-        responses=openapi.responses({"type": "object"}),
-    )
-    async def server_metadata() -> Response:
-        return json_response(plane.server_metadata())
+    async def server_metadata(self) -> Response:
+        return json_response(self.plane.server_metadata())
 
-    async def model_metadata(name: str, version: str | None = None) -> Response:
+    async def model_metadata(self, name: str, version: str | None = None) -> Response:
         try:
-            return json_response(plane.model_metadata(name, version))
+            return json_response(self.plane.model_metadata(name, version))
         except Exception as exc:
-            return fail(exc)
+            return self.fail(exc)
 
-    async def model_ready(name: str, version: str | None = None) -> Response:
+    async def model_ready(self, name: str, version: str | None = None) -> Response:
         try:
-            is_ready = plane.model_ready(name, version)
+            is_ready = self.plane.model_ready(name, version)
         except Exception as exc:
-            return fail(exc)
+            return self.fail(exc)
         if is_ready:
             return json_response({"name": name, "ready": True})
-        reason = plane.not_ready_reason() or "not ready"
+        reason = self.plane.not_ready_reason() or "not ready"
         return json_response({"name": name, "ready": False, "error": reason}, status=503)
 
     # --- inference ----------------------------------------------------------------------------
 
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    async def infer(self, name: str, request: Request, version: str | None = None) -> Response:
         try:
-            plane.check_model(name, version)
+            self.plane.check_model(name, version)
             smoke_test = bool(request.scope.get(contract.SMOKE_TEST_SCOPE_KEY))
-            body, admission = await receive(request)
+            body, admission = await self.receive(request)
             with admission:
-                document = await plane.infer(
+                document = await self.plane.infer(
                     name,
                     body,
                     admission=admission,
@@ -212,8 +215,15 @@ def create_app(
                 )
             response = json_response(document)
         except Exception as exc:
-            return fail(exc)
+            return self.fail(exc)
+        self._mirror(request, body=body, response=response, smoke_test=smoke_test)
+        return response
+
+    def _mirror(
+        self, request: Request, *, body: bytes, response: Response, smoke_test: bool
+    ) -> None:
         # Mirror user traffic only: not the operator's own requests, not requests mirrored here.
+        mirror = self.mirror
         if (
             mirror is not None
             and not smoke_test
@@ -223,27 +233,65 @@ def create_app(
             response.background = BackgroundTask(
                 mirror.submit, body=body, headers=request.headers, answer=bytes(response.body)
             )
-        return response
 
     # Versioned twins of the model routes (KServe and Triton clients may use either form).
-    async def versioned_metadata(name: str, version: str) -> Response:
-        return await model_metadata(name, version)
+    async def versioned_metadata(self, name: str, version: str) -> Response:
+        return await self.model_metadata(name, version)
 
-    async def versioned_ready(name: str, version: str) -> Response:
-        return await model_ready(name, version)
+    async def versioned_ready(self, name: str, version: str) -> Response:
+        return await self.model_ready(name, version)
 
-    async def versioned_infer(name: str, version: str, request: Request) -> Response:
-        return await infer(name, request, version)
+    async def versioned_infer(self, name: str, version: str, request: Request) -> Response:
+        return await self.infer(name, request, version)
 
-    async def plain_metadata(name: str) -> Response:
-        return await model_metadata(name)
+    async def plain_metadata(self, name: str) -> Response:
+        return await self.model_metadata(name)
 
-    async def plain_ready(name: str) -> Response:
-        return await model_ready(name)
+    async def plain_ready(self, name: str) -> Response:
+        return await self.model_ready(name)
 
-    async def plain_infer(name: str, request: Request) -> Response:
-        return await infer(name, request)
+    async def plain_infer(self, name: str, request: Request) -> Response:
+        return await self.infer(name, request)
 
+    async def embeddings(self, request: Request) -> Response:
+        try:
+            if not self.plane.serves_embeddings:
+                raise ModelNotFound(
+                    f"{contract.EMBEDDINGS_PATH} is served for task "
+                    f"{contract.TASK_IMAGE_TEXT_EMBEDDING}; this model's task is "
+                    f"{self.plane.settings.task}"
+                )
+            body, admission = await self.receive(request)
+            with admission:
+                document = await self.plane.embeddings(body, admission=admission)
+            return json_response(document)
+        except Exception as exc:
+            return self.fail(exc)
+
+    async def prometheus_metrics(self) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _add_health_routes(app: FastAPI, handlers: _Handlers) -> None:
+    """Liveness, readiness and server metadata."""
+    health = openapi.responses({"type": "object"}, 503)
+    app.add_api_route(
+        contract.LIVE_PATH, handlers.live, methods=["GET"], tags=["health"], responses=health
+    )
+    app.add_api_route(
+        contract.READY_PATH, handlers.ready, methods=["GET"], tags=["health"], responses=health
+    )
+    app.add_api_route(
+        contract.SERVER_METADATA_PATH,
+        handlers.server_metadata,
+        methods=["GET"],
+        tags=["metadata"],
+        responses=openapi.responses({"type": "object"}),
+    )
+
+
+def _add_model_routes(app: FastAPI, handlers: _Handlers) -> None:
+    """OIP v2 model metadata, readiness and infer, with and without a version in the path."""
     meta_responses = openapi.responses({"type": "object"}, 401, 404)
     ready_responses = openapi.responses({"type": "object"}, 401, 404, 503)
     infer_responses = openapi.responses(
@@ -251,12 +299,12 @@ def create_app(
     )
     infer_body = openapi.json_body(openapi.INFER_REQUEST)
     routes: list[tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = [
-        ("/v2/models/{name}", plain_metadata, plain_ready, plain_infer),
+        ("/v2/models/{name}", handlers.plain_metadata, handlers.plain_ready, handlers.plain_infer),
         (
             "/v2/models/{name}/versions/{version}",
-            versioned_metadata,
-            versioned_ready,
-            versioned_infer,
+            handlers.versioned_metadata,
+            handlers.versioned_ready,
+            handlers.versioned_infer,
         ),
     ]
     for prefix, metadata_route, ready_route, infer_route in routes:
@@ -279,37 +327,34 @@ def create_app(
             openapi_extra=infer_body,
         )
 
-    @app.post(
+
+def _add_openai_routes(app: FastAPI, handlers: _Handlers) -> None:
+    """OpenAI ``/v1/embeddings`` and the Prometheus ``/metrics``."""
+    app.add_api_route(
         contract.EMBEDDINGS_PATH,
+        handlers.embeddings,
+        methods=["POST"],
         tags=["inference"],
         responses=openapi.responses(
             openapi.EMBEDDINGS_RESPONSE, 400, 401, 404, 408, 413, 429, 500, 503, 504
         ),
         openapi_extra=openapi.json_body(openapi.EMBEDDINGS_REQUEST),
     )
-    async def embeddings(request: Request) -> Response:
-        try:
-            if not plane.serves_embeddings:
-                raise ModelNotFound(
-                    f"{contract.EMBEDDINGS_PATH} is served for task "
-                    f"{contract.TASK_IMAGE_TEXT_EMBEDDING}; this model's task is "
-                    f"{settings.task}"
-                )
-            body, admission = await receive(request)
-            with admission:
-                document = await plane.embeddings(body, admission=admission)
-            return json_response(document)
-        except Exception as exc:
-            return fail(exc)
+    app.add_api_route(
+        contract.METRICS_PATH,
+        handlers.prometheus_metrics,
+        methods=["GET"],
+        tags=["metrics"],
+        response_class=Response,
+    )
 
-    @app.get(contract.METRICS_PATH, tags=["metrics"], response_class=Response)
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+def _add_middleware(app: FastAPI, plane: DataPlane) -> None:
+    """Bearer-token auth when a token is set, and the request metrics outermost."""
+    settings, metrics = plane.settings, plane.metrics
     token = settings.auth_token.get_secret_value() if settings.auth_token else ""
     if token:
         app.add_middleware(BearerAuthMiddleware, token=token, metrics=metrics)
     smoke = settings.smoke_test_token.get_secret_value() if settings.smoke_test_token else ""
     # outermost: sees every answer
     app.add_middleware(MetricsMiddleware, metrics=metrics, smoke_token=smoke)
-    return app

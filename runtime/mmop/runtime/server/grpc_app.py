@@ -330,7 +330,7 @@ class InferenceService:
             plane.check_model(request.model_name, version)
             # grpc core has already received the whole message (bounded by
             # max_receive_message_length), so its size is known before a slot is taken.
-            with plane.admit(body_bytes=request.ByteSize()) as admission:
+            with plane.admission.admit(body_bytes=request.ByteSize()) as admission:
                 body, header_length = infer_body(request)
                 document = await plane.infer(
                     request.model_name,

@@ -130,7 +130,7 @@ class ServerProcess:
 
     async def _load(self) -> None:
         try:
-            await self.plane.load()
+            await self.plane.lifecycle.load()
         except LoadError as exc:
             log.error("model load failed: %s", exc.message)
             self.exit_code = 1
@@ -147,14 +147,18 @@ class ServerProcess:
 
     async def _drain(self, signal_name: str) -> None:
         plane = self.plane
-        log.info("%s received: draining %d in-flight requests", signal_name, plane.inflight)
-        plane.start_draining()
+        log.info(
+            "%s received: draining %d in-flight requests", signal_name, plane.admission.inflight
+        )
+        plane.admission.start_draining()
         timeout = self.settings.drain_timeout_seconds
-        if await plane.wait_idle(timeout):
+        if await plane.admission.wait_idle(timeout):
             log.info("drained; shutting down")
         else:
             log.warning(
-                "%d requests still in flight after %g s; shutting down", plane.inflight, timeout
+                "%d requests still in flight after %g s; shutting down",
+                plane.admission.inflight,
+                timeout,
             )
         self.server.should_exit = True
 

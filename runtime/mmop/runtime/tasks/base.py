@@ -10,11 +10,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar, runtime_checkable
 
 from mmop.runtime import media
 from mmop.runtime.errors import InvalidInput
-from mmop.runtime.protocol import InferRequest, OutputTensor, Scalar, Value
+from mmop.runtime.protocol import EmbeddingItem, InferRequest, OutputTensor, Scalar, Value
 
 if TYPE_CHECKING:
     from mmop.runtime.loading import LoadedModel
@@ -102,6 +102,18 @@ class Task(ABC):
 
     def metadata_parameters(self) -> dict[str, Any]:
         return {}
+
+
+@runtime_checkable
+class EmbedsItems(Protocol):
+    """A task that also answers OpenAI ``/v1/embeddings``: items (text, or images already
+    base64-decoded) in request order, one ``dims``-wide vector each."""
+
+    dims: int
+
+    def preprocess_items(self, items: Sequence[EmbeddingItem]) -> Prepared:
+        """Samples for ``items``, in request order."""
+        ...
 
 
 # --- helpers shared by the tasks ------------------------------------------------------------

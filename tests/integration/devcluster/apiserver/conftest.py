@@ -3,7 +3,6 @@ an httpx client, a fresh namespace per test, a kubeconfig, and a polling helper.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from mmop.devcluster.apiserver import ApiServer, ServerHandle, write_kubeconfig
 from mmop.operator import kube
+from tests.support import wait as support_wait
 
 Waiter = Callable[..., Any]
 
@@ -71,13 +71,6 @@ def wait_until() -> Waiter:
     """``wait_until(fn, timeout=5)``: poll ``fn`` until it returns a truthy value; return it."""
 
     def wait(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = fn()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-            time.sleep(interval)
+        return support_wait.wait_until(fn, within=timeout, every=interval)
 
     return wait

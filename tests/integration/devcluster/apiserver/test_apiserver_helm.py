@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from mmop.devcluster.apiserver import ServerHandle
+from tests.support.wait import never
 
 Waiter = Callable[..., Any]
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -144,8 +144,13 @@ def test_helm_lifecycle(
     wait_until(
         lambda: http.get(f"{GADGETS}/demo").json()["metadata"]["generation"] == 2, timeout=30
     )
-    time.sleep(1.0)
-    assert upgrade.poll() is None, upgrade.communicate()
+    # helm keeps waiting while the status lags (checked throughout, not once after a sleep)
+    never(
+        lambda: upgrade.poll() is not None,
+        during=1.0,
+        what="helm upgrade --wait returned before observedGeneration caught up",
+        every=0.05,
+    )
     http.patch(f"{GADGETS}/demo/status", headers=MERGE, json={"status": {"observedGeneration": 2}})
     out, err = upgrade.communicate(timeout=60)
     assert upgrade.returncode == 0, err

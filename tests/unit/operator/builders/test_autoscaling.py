@@ -7,8 +7,7 @@ import pytest
 from mmop.operator import models
 from mmop.operator.builders import autoscaling
 from mmop.operator.builders.plan import plan_versions
-
-from .conftest import WithCanary
+from tests.support.models import WithCanary
 
 
 class TestBuildHpa:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mmop.operator import models
-from mmop.operator.builders import deployment, meta
+from mmop.operator import models, naming
+from mmop.operator.builders import deployment
 from mmop.operator.builders.plan import plan_versions
 from mmop.operator.settings import BuildOptions
 from mmop.runtime import contract
@@ -124,7 +124,7 @@ class TestBuildDeployment:
         assert ann["prometheus.io/scrape"] == "true"
         assert ann["prometheus.io/port"] == "8080"
         assert ann["prometheus.io/path"] == "/metrics"
-        assert ann[meta.ANNOTATION_REVISION] == clip.spec.revision()
+        assert ann[naming.ANNOTATION_REVISION] == clip.spec.revision()
 
     def test_runtime_settings_as_env(
         self, clip: models.MultimodalModel, options: BuildOptions
@@ -270,10 +270,12 @@ class TestIssue12Records:
     ) -> None:
         dep = _build(clip, options)
         annotations = dep["metadata"]["annotations"]
-        assert annotations[meta.ANNOTATION_ROLE] == "stable"
-        serving = models.ServingSpec.model_validate_json(annotations[meta.ANNOTATION_SERVING_SPEC])
+        assert annotations[naming.ANNOTATION_ROLE] == "stable"
+        serving = models.ServingSpec.model_validate_json(
+            annotations[naming.ANNOTATION_SERVING_SPEC]
+        )
         assert serving == clip.spec.serving()
         # never in the pod template: a role change at promotion must not restart pods
         template = dep["spec"]["template"]["metadata"]["annotations"]
-        assert meta.ANNOTATION_ROLE not in template
-        assert meta.ANNOTATION_SERVING_SPEC not in template
+        assert naming.ANNOTATION_ROLE not in template
+        assert naming.ANNOTATION_SERVING_SPEC not in template

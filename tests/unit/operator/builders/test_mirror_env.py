@@ -10,8 +10,7 @@ from mmop.operator.builders import deployment
 from mmop.operator.builders.plan import canary_mirror, plan_versions
 from mmop.operator.settings import BuildOptions
 from mmop.runtime import contract
-
-from .conftest import WithCanary
+from tests.support.models import WithCanary
 
 MIRROR = {contract.ENV_MIRROR_URL, contract.ENV_MIRROR_PERCENT}
 

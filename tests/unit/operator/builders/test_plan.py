@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mmop.operator import models
-from mmop.operator.builders.plan import plan_versions, version_name
-
-from .conftest import WithCanary
+from mmop.operator.builders.plan import plan_versions
+from mmop.operator.naming import version_name
+from tests.support.models import WithCanary
 
 
 def test_first_version_is_stable_at_100(clip: models.MultimodalModel) -> None:

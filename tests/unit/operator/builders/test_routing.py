@@ -10,8 +10,7 @@ from mmop.operator import models
 from mmop.operator.builders import routing
 from mmop.operator.builders.plan import plan_versions
 from mmop.operator.settings import BuildOptions
-
-from .conftest import WithCanary
+from tests.support.models import WithCanary
 
 
 def _gateway(

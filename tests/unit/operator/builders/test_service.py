@@ -7,8 +7,7 @@ import pytest
 from mmop.operator import models
 from mmop.operator.builders import service
 from mmop.operator.builders.plan import plan_versions
-
-from .conftest import WithCanary
+from tests.support.models import WithCanary
 
 
 def _service_router(mm: models.MultimodalModel) -> models.MultimodalModel:

@@ -15,9 +15,7 @@ import yaml
 from mmop.operator import models
 from mmop.operator.builders.children import build_children
 from mmop.operator.settings import BuildOptions
-
-from ..conftest import crd_problems
-from .conftest import WithCanary
+from tests.support.models import WithCanary, crd_problems
 
 K8S_VERSION = "1.35.0"
 ROOT = Path(__file__).resolve().parents[4]

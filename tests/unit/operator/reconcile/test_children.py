@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from mmop.operator import kube
-from mmop.operator.builders import meta
+from mmop.operator import kube, naming
 from mmop.operator.reconcile.children import ensure_children
 
 OURS = "uid-ours"
@@ -25,7 +24,7 @@ def _obj(kind: str, name: str, *, owner: str = OURS, **spec: Any) -> dict[str, A
         "metadata": {
             "name": name,
             "namespace": "ml",
-            "labels": {meta.LABEL_MODEL: "a", meta.LABEL_VERSION: "v1"},
+            "labels": {naming.LABEL_MODEL: "a", naming.LABEL_VERSION: "v1"},
             "ownerReferences": [
                 {
                     "kind": "MultimodalModel",
@@ -117,12 +116,12 @@ async def test_other_api_errors_still_abort() -> None:
 
 async def test_retiring_deployment_gets_its_role_on_metadata() -> None:
     old = _obj("Deployment", "a-v1")
-    old["metadata"]["annotations"] = {meta.ANNOTATION_ROLE: "stable"}
+    old["metadata"]["annotations"] = {naming.ANNOTATION_ROLE: "stable"}
     client = FakeClient([old])
     report = await _ensure(client, [], keep_versions={"v1"})
     assert client.writes == [("patch", "Deployment", "a-v1")]
     assert report.updated == ["Deployment/a-v1"]
-    old["metadata"]["annotations"][meta.ANNOTATION_ROLE] = meta.ROLE_RETIRING
+    old["metadata"]["annotations"][naming.ANNOTATION_ROLE] = naming.ROLE_RETIRING
     client.writes.clear()
     await _ensure(client, [], keep_versions={"v1"})
     assert client.writes == []  # once recorded, no more writes

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mmop.operator import models
-from mmop.operator.builders import meta
+from mmop.operator import models, naming
 from mmop.operator.builders.children import build_children
 from mmop.operator.builders.plan import plan_versions
 from mmop.operator.rollout import recovery
@@ -95,7 +94,7 @@ def test_a_wiped_stable_is_never_replaced_by_the_spec() -> None:
 
 def test_retiring_version_comes_back_retiring() -> None:
     old = deployments(model("v1"))["clip-v1"]
-    old["metadata"]["annotations"][meta.ANNOTATION_ROLE] = meta.ROLE_RETIRING
+    old["metadata"]["annotations"][naming.ANNOTATION_ROLE] = naming.ROLE_RETIRING
     objs = {**deployments(model("v2")), "clip-v1": old}
     found = recover("v2", objs, models.MultimodalModelStatus())
     s = found.status
@@ -106,8 +105,8 @@ def test_retiring_version_comes_back_retiring() -> None:
 def test_legacy_single_deployment_of_the_spec_revision_is_adopted() -> None:
     objs = deployments(model("v1"))
     for obj in objs.values():
-        del obj["metadata"]["annotations"][meta.ANNOTATION_ROLE]
-        del obj["metadata"]["annotations"][meta.ANNOTATION_SERVING_SPEC]
+        del obj["metadata"]["annotations"][naming.ANNOTATION_ROLE]
+        del obj["metadata"]["annotations"][naming.ANNOTATION_SERVING_SPEC]
     found = recover("v1", objs, models.MultimodalModelStatus())
     assert found.status is not None and found.status.stable_version == "v1"
 
@@ -115,7 +114,7 @@ def test_legacy_single_deployment_of_the_spec_revision_is_adopted() -> None:
 def test_ambiguous_records_hold() -> None:
     # No role annotation and a spec that moved on: nobody knows what v1 ran.
     objs = deployments(model("v1"))
-    del objs["clip-v1"]["metadata"]["annotations"][meta.ANNOTATION_ROLE]
+    del objs["clip-v1"]["metadata"]["annotations"][naming.ANNOTATION_ROLE]
     found = recover("v2", objs, models.MultimodalModelStatus())
     assert found.status is None
     assert "holding" in found.message and "clip-v1" in found.message
@@ -125,7 +124,7 @@ def test_ambiguous_records_hold() -> None:
     assert found.status is None and "several Deployments claim to be stable" in found.message
     # An unreadable serving spec.
     objs = deployments(model("v1"))
-    objs["clip-v1"]["metadata"]["annotations"][meta.ANNOTATION_SERVING_SPEC] = "{not json"
+    objs["clip-v1"]["metadata"]["annotations"][naming.ANNOTATION_SERVING_SPEC] = "{not json"
     assert recover("v2", objs, models.MultimodalModelStatus()).status is None
 
 
