@@ -21,8 +21,7 @@ from PIL import Image
 
 from mmop.runtime import contract, loading, protocol, tasks
 from mmop.runtime.settings import RuntimeSettings
-
-from .conftest import ModelStore, RuntimeServer
+from tests.support.runtime import ModelStore, RuntimeServer
 
 
 def png(seed: int, size: tuple[int, int] = (40, 30)) -> str:
