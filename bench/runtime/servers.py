@@ -96,6 +96,12 @@ def _mmop_command(port: int, config: ServeConfig) -> list[str]:
     ]
 
 
+def _mmop_processes_command(port: int, config: ServeConfig) -> list[str]:
+    """mmop-runtime preprocessing in one worker process per server CPU."""
+    cpus = len(config.server_cpus) or len(os.sched_getaffinity(0))
+    return [*_mmop_command(port, config), "--preprocess-processes", str(cpus)]
+
+
 def _litserve_command(port: int, config: ServeConfig) -> list[str]:
     accelerator = "cuda" if config.device.startswith("cuda") else "cpu"
     return [
@@ -131,6 +137,16 @@ KINDS: Final = {
         command=_mmop_command,
         embedding=_embedding_oip,
         notes="dynamic batching; decoding pool; one forward thread",
+    ),
+    "mmop-procs": ServerKind(
+        name="mmop-procs",
+        label="mmop-runtime, preprocessing processes",
+        bodies=("oip-json",),
+        ready_path="/v2/health/ready",
+        infer_path=f"/v2/models/{MODEL_NAME}/infer",
+        command=_mmop_processes_command,
+        embedding=_embedding_oip,
+        notes="as mmop-runtime, with --preprocess-processes = the server's CPUs",
     ),
     "litserve": ServerKind(
         name="litserve",

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -173,6 +173,14 @@ class Incoming:
                 self.decode_seconds = time.perf_counter() - started
 
         return run
+
+    async def timed_async(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` (preprocessing in a worker process), recording how long it takes."""
+        started = time.perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self.decode_seconds = time.perf_counter() - started
 
 
 @dataclass(eq=False, slots=True)

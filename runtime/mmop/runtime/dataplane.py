@@ -19,15 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any, Final, ParamSpec, TypeVar
 
-from mmop.runtime import contract, loading, protocol, tasks
+from mmop.runtime import contract, loading, preprocessing, protocol, tasks
 from mmop.runtime.admission import Admission, AdmissionControl
-from mmop.runtime.errors import InvalidInput, LoadError, ModelNotFound, detail, echo
+from mmop.runtime.errors import InvalidInput, echo
 from mmop.runtime.faults import Faults
 from mmop.runtime.lifecycle import CreateTask, LoadModel, ModelLifecycle
 from mmop.runtime.metrics import Metrics
-from mmop.runtime.protocol import EmbeddingsRequest, InferRequest, OutputTensor
+from mmop.runtime.protocol import OutputTensor
 from mmop.runtime.settings import RuntimeSettings
-from mmop.runtime.tasks.base import EmbedsItems, Prepared, Task
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +106,7 @@ class DataPlane:
         return {"name": SERVER_NAME, "version": _package_version(), "extensions": list(EXTENSIONS)}
 
     def check_model(self, name: str, version: str | None = None) -> None:
-        if name != self.name:
-            raise ModelNotFound(
-                f"model {echo(name)} is not served here; this server serves {self.name!r}"
-            )
-        if version is not None and version != self.version:
-            known = repr(self.version) if self.version else "none"
-            raise ModelNotFound(
-                f"model {echo(name)} has no version {echo(version)} (served: {known})"
-            )
+        preprocessing.check_model(self.settings, name, version)
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         self.check_model(name, version)
@@ -165,9 +156,17 @@ class DataPlane:
         await self.faults.before_request(smoke_test=smoke_test)
         task, batcher = self.lifecycle.running()
         with batcher.incoming() as ticket:
-            request, prepared = await self._in_pool(
-                ticket.timed(self._prepare_infer), task, body, header_length
-            )
+            processes = self.lifecycle.processes
+            if processes is not None:
+                request, prepared = await ticket.timed_async(processes.infer(body, header_length))
+            else:
+                request, prepared = await self._in_pool(
+                    ticket.timed(preprocessing.prepare_infer),
+                    task,
+                    self.settings,
+                    body,
+                    header_length,
+                )
             results = await batcher.submit(
                 prepared.samples, admitted_at=admission.admitted_at, ticket=ticket
             )
@@ -180,34 +179,18 @@ class DataPlane:
             outputs=outputs,
         )
 
-    def _prepare_infer(
-        self, task: Task, body: bytes, header_length: int | None
-    ) -> tuple[InferRequest, Prepared]:
-        request = protocol.parse_infer_request(
-            body, header_length=header_length, max_items=self.settings.max_items_per_request
-        )
-        names = self.signature.input_names
-        unknown = [name for name in request.inputs if name not in names]
-        if unknown:
-            raise InvalidInput(
-                f"unknown input {echo(unknown[0])}; model {self.name} takes {', '.join(names)}"
-            )
-        outputs = self.signature.output_names
-        for name in request.outputs or ():
-            if name not in outputs:
-                raise InvalidInput(
-                    f"unknown output {echo(name)}; model {self.name} produces {', '.join(outputs)}"
-                )
-        return request, self._preprocess(task.preprocess, request)
-
     async def embeddings(self, body: bytes, *, admission: Admission) -> dict[str, Any]:
         """Answer an OpenAI ``/v1/embeddings`` request (raw body)."""
         await self.faults.before_request()
         task, batcher = self.lifecycle.running()
         with batcher.incoming() as ticket:
-            request, prepared = await self._in_pool(
-                ticket.timed(self._prepare_embeddings), task, body
-            )
+            processes = self.lifecycle.processes
+            if processes is not None:
+                request, prepared = await ticket.timed_async(processes.embeddings(body))
+            else:
+                request, prepared = await self._in_pool(
+                    ticket.timed(preprocessing.prepare_embeddings), task, self.settings, body
+                )
             results = await batcher.submit(
                 prepared.samples, admitted_at=admission.admitted_at, ticket=ticket
             )
@@ -219,34 +202,6 @@ class DataPlane:
             encoding_format=request.encoding_format,
             prompt_tokens=tokens,
         )
-
-    def _prepare_embeddings(self, task: Task, body: bytes) -> tuple[EmbeddingsRequest, Prepared]:
-        request = protocol.parse_embeddings_request(
-            body,
-            max_items=self.settings.max_items_per_request,
-            max_text_chars=self.settings.max_text_chars,
-        )
-        self.check_model(request.model)
-        if not isinstance(task, EmbedsItems):  # serves_embeddings guards the route
-            raise InvalidInput(f"model {self.name} does not answer /v1/embeddings")
-        if request.dimensions is not None and request.dimensions != task.dims:
-            raise InvalidInput(
-                f"'dimensions' must be {task.dims} for this model (or left out), "
-                f"got {request.dimensions}"
-            )
-        return request, self._preprocess(task.preprocess_items, request.items)
-
-    @staticmethod
-    def _preprocess(step: Callable[[Any], Prepared], argument: Any) -> Prepared:
-        try:
-            return step(argument)
-        except (InvalidInput, LoadError):
-            raise
-        except Exception as exc:
-            # Processors raise plain exceptions for inputs they cannot handle (odd image modes,
-            # sizes); the input caused it, and the message says what the processor disliked.
-            log.warning("preprocessing failed: %s", loading.one_line(exc))
-            raise InvalidInput(f"the input could not be preprocessed: {detail(exc)}") from exc
 
     async def _in_pool(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from mmop.runtime import contract, loading, memory, protocol, tasks
+from mmop.runtime import contract, loading, memory, preprocessing, protocol, tasks
 from mmop.runtime.batching import BatchConfig, Batcher
 from mmop.runtime.errors import LoadError, NotReady
 from mmop.runtime.metrics import Metrics, cuda_probes
@@ -62,6 +62,7 @@ class ModelLifecycle:
         self._failure: str | None = None
         self._task: Task | None = None
         self._batcher: Batcher | None = None
+        self._processes: preprocessing.ProcessPool | None = None
         self._plan = memory.plan_memory(
             settings,
             limit_bytes=None,
@@ -82,6 +83,11 @@ class ModelLifecycle:
         """The limits in force: the configured ones until the model is loaded, then fitted to
         the memory limit."""
         return self._plan
+
+    @property
+    def processes(self) -> preprocessing.ProcessPool | None:
+        """The preprocessing worker processes, when requests are preprocessed in processes."""
+        return self._processes
 
     @property
     def task(self) -> Task | None:
@@ -141,11 +147,25 @@ class ModelLifecycle:
         if loaded.device.type == "cuda":
             utilization, memory_used = cuda_probes(loaded.device.index or 0)
             self.metrics.watch_gpu(utilization=utilization, memory_used=memory_used)
+        count = settings.preprocess_process_count(loaded.device.type)
+        if count:
+            pool = preprocessing.ProcessPool(settings, self._source, count)
+            try:
+                pids = pool.start()
+            except BaseException:
+                pool.close()
+                batcher.stop()
+                raise
+            self._processes = pool
+            log.info("preprocessing in %d worker processes %s", count, pids)
+        workers = self._processes.pids if self._processes is not None else []
         self._plan = memory.plan_memory(
             settings,
             limit_bytes=memory.memory_limit(settings.memory_limit_bytes),
-            baseline_bytes=memory.resident_bytes(),
+            # the worker processes' own memory (torch, processors) is the model's neighbour
+            baseline_bytes=memory.resident_bytes() + sum(map(memory.resident_bytes, workers)),
             sample_bytes=max((memory.data_bytes(s.data) for s in warmup.samples), default=0),
+            decoders=len(workers) or None,
         )
         (log.info if self._plan.fits else log.warning)("%s", self._plan.describe())
         self._task, self._batcher = task, batcher
@@ -159,9 +179,11 @@ class ModelLifecycle:
         )
 
     async def close(self) -> None:
-        """Stop the batcher (after what it runs)."""
+        """Stop the batcher (after what it runs) and the preprocessing worker processes."""
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.stop)
+        if self._processes is not None:
+            self._processes.close()
 
     def live(self) -> bool:
         """The event loop answers (we are here) and a started batcher is neither dead nor stuck."""

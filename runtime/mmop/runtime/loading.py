@@ -12,7 +12,7 @@ import importlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
@@ -218,11 +218,17 @@ def select_dtypes(requested: str, device: Any) -> tuple[Any, Any | None]:
 # --- loading --------------------------------------------------------------------------------
 
 
-def load_model(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
-    """Load weights and processor parts for ``settings.task``; any failure is a ``LoadError``."""
+def load_model(
+    settings: RuntimeSettings, source: ModelSource, *, weights: bool = True
+) -> LoadedModel:
+    """Load weights and processor parts for ``settings.task``; any failure is a ``LoadError``.
+
+    ``weights=False`` (the preprocessing worker processes): the processors, and the model built
+    from its config on the ``meta`` device, without weights or memory: what a task needs to
+    preprocess (its config, generation config and methods), never to run a forward pass."""
     started = time.perf_counter()
     try:
-        loaded = _load(settings, source)
+        loaded = _load(settings, source) if weights else _load_without_weights(settings, source)
     except LoadError:
         raise
     except Exception as exc:
@@ -266,6 +272,50 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
         weight_dtype=weight_dtype,
         autocast_dtype=autocast_dtype,
     )
+    _load_parts(transformers, loaded, parts, source, hub)
+    return loaded
+
+
+def _load_without_weights(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
+    import torch
+
+    transformers: Any = importlib.import_module("transformers")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    hub: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
+    if source.kind == "hub":
+        hub["revision"] = source.revision
+        if settings.cache_dir is not None:
+            hub["cache_dir"] = str(settings.cache_dir)
+    auto_class_name, parts = TASK_AUTO_CLASSES[settings.task]
+    config = transformers.AutoConfig.from_pretrained(source.location, **hub)
+    with torch.device("meta"):
+        model = getattr(transformers, auto_class_name).from_config(
+            config, trust_remote_code=settings.trust_remote_code
+        )
+    # Without a generation_config.json, the one from_config derived stands.
+    with contextlib.suppress(OSError):
+        model.generation_config = transformers.GenerationConfig.from_pretrained(
+            source.location, **hub
+        )
+    loaded = LoadedModel(
+        model=model,
+        source=source,
+        device=torch.device("cpu"),
+        weight_dtype=torch.float32,
+        autocast_dtype=None,
+    )
+    _load_parts(transformers, loaded, parts, source, hub)
+    return loaded
+
+
+def _load_parts(
+    transformers: Any,
+    loaded: LoadedModel,
+    parts: Sequence[str],
+    source: ModelSource,
+    hub: dict[str, Any],
+) -> None:
     for part in parts:
         part_class = getattr(transformers, _PART_CLASSES[part])
         try:
@@ -274,7 +324,6 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
             raise LoadError(
                 f"cannot load the {part.replace('_', ' ')} of {source.original}: {one_line(exc)}"
             ) from exc
-    return loaded
 
 
 def one_line(exc: BaseException, *, limit: int = 500) -> str:

@@ -103,18 +103,26 @@ class MemoryPlan:
 
 
 def plan_memory(
-    settings: RuntimeSettings, *, limit_bytes: int | None, baseline_bytes: int, sample_bytes: int
+    settings: RuntimeSettings,
+    *,
+    limit_bytes: int | None,
+    baseline_bytes: int,
+    sample_bytes: int,
+    decoders: int | None = None,
 ) -> MemoryPlan:
     """Fit the request limits into ``limit_bytes`` beside a model using ``baseline_bytes``.
 
     ``sample_bytes`` is the largest preprocessed sample of the warm-up batch. Bodies being
     received always have room for one body of ``max_request_bytes``, and an empty queue always
     admits one request: a pod too small for that is served anyway, and ``fits`` says so.
+    ``decoders``: requests decoded at once (default: the decoding threads; the worker
+    processes when preprocessing runs in processes, whose own memory is in the baseline).
     """
     body = settings.max_request_bytes
     sample = max(sample_bytes, 1)
     request = 2 * body + settings.max_items_per_request * sample
-    decode = settings.preprocess_threads * (body + decode_bytes_per_item(settings))
+    decoding = settings.preprocess_threads if decoders is None else decoders
+    decode = decoding * (body + decode_bytes_per_item(settings))
     common: dict[str, Any] = {
         "baseline_bytes": baseline_bytes,
         "queue_size": settings.max_queue_size,
@@ -168,10 +176,11 @@ def memory_limit(
     return None
 
 
-def resident_bytes() -> int:
-    """This process's resident memory now (Linux), else its peak so far."""
+def resident_bytes(pid: int | None = None) -> int:
+    """This process's (or process ``pid``'s) resident memory now (Linux), else this process's
+    peak so far."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

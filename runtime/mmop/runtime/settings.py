@@ -140,6 +140,14 @@ class RuntimeSettings(BaseSettings):
     preprocess_threads: int = Field(
         default_factory=_default_threads, ge=1, le=64, description="decoding thread pool size"
     )
+    preprocess_processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="worker processes that parse and preprocess requests beside the serving "
+        "process (0: threads only); default: one per CPU but one (at most 8) on a CUDA device "
+        "with 3 or more CPUs, else 0",
+    )
     drain_timeout_seconds: float = Field(
         30.0, ge=0, le=3600, description="on SIGTERM, longest wait for in-flight requests"
     )
@@ -220,6 +228,7 @@ class RuntimeSettings(BaseSettings):
         "cache_dir",
         "auth_token",
         "memory_limit_bytes",
+        "preprocess_processes",
         "mirror_url",
         "smoke_test_token",
         mode="before",
@@ -277,6 +286,15 @@ class RuntimeSettings(BaseSettings):
     @property
     def max_delay_seconds(self) -> float:
         return self.max_delay_ms / 1000.0
+
+    def preprocess_process_count(self, device_type: str) -> int:
+        """Worker processes for preprocessing on a device of ``device_type``: the setting, or
+        the default. On a GPU the forward pass leaves the CPUs to decoding, which one process
+        does on about one core; on a CPU device torch's threads use them for the forward pass."""
+        if self.preprocess_processes is not None:
+            return self.preprocess_processes
+        cpus = available_cpus()
+        return min(cpus - 1, 8) if device_type == "cuda" and cpus >= 3 else 0
 
 
 def default_model_name(source: str) -> str:

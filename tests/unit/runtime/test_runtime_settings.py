@@ -191,3 +191,35 @@ def test_memory_and_connection_settings(monkeypatch: pytest.MonkeyPatch) -> None
     settings = load_settings(["--model", "/m/vit", "--task", "image-classification"])
     assert settings.memory_limit_bytes == 16 * 2**30
     assert settings.body_timeout_seconds == 5
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "cpus", "expected"),
+    [
+        (None, "cuda", 8, 7),  # a GPU pod: every CPU but the serving process's decodes
+        (None, "cuda", 32, 8),  # capped
+        (None, "cuda", 2, 0),  # too few CPUs to gain from processes
+        (None, "cpu", 8, 0),  # on a CPU device torch's threads use the cores
+        (3, "cpu", 2, 3),  # an explicit count wins
+        (0, "cuda", 8, 0),
+    ],
+)
+def test_preprocess_processes_default_to_the_cpus_beside_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, setting: int | None, device: str, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr("mmop.runtime.settings.available_cpus", lambda: cpus)
+    settings = RuntimeSettings(
+        model="/m", task="image-classification", preprocess_processes=setting
+    )
+    assert settings.preprocess_process_count(device) == expected
+
+
+def test_preprocess_processes_from_env_and_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMOP_PREPROCESS_PROCESSES", "2")
+    assert (
+        load_settings(["--model", "/m", "--task", "image-classification"]).preprocess_processes == 2
+    )
+    argv = ["--model", "/m", "--task", "image-classification", "--preprocess-processes", "0"]
+    assert load_settings(argv).preprocess_processes == 0
+    monkeypatch.setenv("MMOP_PREPROCESS_PROCESSES", "")
+    assert load_settings(argv[:4]).preprocess_processes is None
