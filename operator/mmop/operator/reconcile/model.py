@@ -18,23 +18,21 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from mmop.operator import conditions, kube, metrics, models
+from mmop.operator import kube, metrics, models
 from mmop.operator.builders import deployment, meta
 from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile import bounded, hub, observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
-from mmop.operator.reconcile.children import ChildrenReport, ensure_children, list_children
+from mmop.operator.reconcile.children import ensure_children, list_children
 from mmop.operator.reconcile.diff import merge_patch
-from mmop.operator.rollout import capacity, commands, machine, recovery
+from mmop.operator.rollout import capacity, commands, machine, observations, recovery, reports
+from mmop.operator.rollout.events import Event, event_object
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.operator.settings import OperatorSettings
 from mmop.runtime import contract
 
 log = logging.getLogger(__name__)
 
-ROUTES_READY = "RoutesReady"
-CHILDREN_SYNCED = "ChildrenSynced"
-REVISION_PINNED = "RevisionPinned"
 HUB_RETRY_SECONDS = 30.0
 
 
@@ -113,7 +111,7 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
             now=now,
         )
     mm.status = status
-    pin_events: list[machine.Event] = []
+    pin_events: list[Event] = []
     held = await _pin_hub_revision(
         ctx, mm=mm, body=body, raw_status=raw_status, now=now, events=pin_events
     )
@@ -121,7 +119,7 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         return held
 
     actual, unserved = await list_children(ctx.client, namespace=namespace, model=name)
-    recovered: list[machine.Event] = []
+    recovered: list[Event] = []
     records = recovery.records_from(
         actual.get(kube.DEPLOYMENT, {}), owner_uid=mm.metadata.uid or ""
     )
@@ -130,7 +128,7 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         if found.status is None:
             return await _hold(ctx, body=body, mm=mm, raw_status=raw_status, message=found.message)
         status = mm.status = found.status
-        recovered.append(machine.Event("Warning", "StatusRecovered", found.message))
+        recovered.append(Event("Warning", "StatusRecovered", found.message))
         log.warning("%s/%s: %s", namespace, name, found.message)
     pods = await ctx.client.list_items(
         kube.POD, namespace=namespace, label_selector=meta.selector_string(meta.pod_selector(name))
@@ -189,19 +187,25 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         decision = dataclasses.replace(
             decision, action=stopped.action, requeue_after=stopped.requeue_after
         )
-    _routes_condition(new_status, unserved=report.unserved, mm=mm, now=now, events=events)
-    _children_condition(new_status, report=report, mm=mm, now=now, events=events)
+    generation = mm.metadata.generation
+    events += reports.routes_ready(
+        new_status,
+        unserved=report.unserved,
+        router=mm.spec.traffic.router,
+        now=now,
+        generation=generation,
+    )
+    events += reports.children_synced(
+        new_status,
+        conflicts=report.conflicts,
+        refused=report.refused,
+        now=now,
+        generation=generation,
+    )
 
-    writes = report.writes
-    patch = merge_patch(raw_status, new_status.wire())
-    if patch is not None:
-        await ctx.client.patch_status(
-            kube.MULTIMODAL_MODEL, name=name, namespace=namespace, status=patch
-        )
-        writes += 1
-    for event in events:
-        await post_event(ctx.client, body=body, event=event, now=now)
-        writes += 1
+    writes = report.writes + await _write(
+        ctx, body=body, raw_status=raw_status, status=new_status, events=events, now=now
+    )
     if report.writes or decision.action != "none":
         log.info(
             "%s/%s: %s (phase %s, weight %s%%); created %s updated %s deleted %s",
@@ -233,7 +237,7 @@ async def _observe(
     deployments: dict[str, dict[str, Any]],
     pods: list[dict[str, Any]],
     now: datetime,
-) -> machine.Observations:
+) -> observations.Observations:
     status, name = mm.status, mm.metadata.name
     expected: dict[str, str] = {}
     if status.stable_version and status.stable_revision:
@@ -269,7 +273,7 @@ async def _observe(
             try:
                 token = await _auth_token(ctx, mm)
             except _SecretUnreadable as error:
-                smoke_result = machine.SmokeResult(False, str(error))
+                smoke_result = observations.SmokeResult(False, str(error))
             else:
                 smoke_token = await smoke.smoke_token(ctx.client, mm, create=False)
                 smoke_result = await probes.smoke_test(
@@ -299,7 +303,7 @@ async def _observe(
                 )
                 stable_metrics = await _metrics(ctx, mm, stable_pods, limits=limits)
     gpus = await _free_gpus(ctx, mm) if machine.wants_capacity(mm.spec, status) else None
-    return machine.Observations(
+    return observations.Observations(
         now=now,
         versions=versions,
         gpus=gpus,
@@ -439,7 +443,7 @@ async def _pin_hub_revision(
     body: dict[str, Any],
     raw_status: dict[str, Any],
     now: datetime,
-    events: list[machine.Event],
+    events: list[Event],
 ) -> Outcome | None:
     """Resolve the spec's hf:// revision to a commit before its pods first exist; None to go
     on, or the Outcome of holding everything (the hub cannot say which weights to deploy)."""
@@ -460,122 +464,22 @@ async def _pin_hub_revision(
         commit = await ctx.resolve_commit(repo, spec.model.revision)
     except hub.HubError as error:
         message = f"waiting to pin {source} to a commit: {str(error)[:300]}"
-        previous = conditions.get(status.conditions, REVISION_PINNED)
-        status.conditions = conditions.set_condition(
-            status.conditions,
-            type_=REVISION_PINNED,
-            status="False",
-            reason="HubRevisionUnresolved",
-            message=message,
-            now=now,
-            generation=mm.metadata.generation,
+        warnings = reports.revision_unresolved(
+            status, message=message, now=now, generation=mm.metadata.generation
         )
-        status.message = f"{message}; nothing changes until it is resolved"
-        patch = merge_patch(raw_status, status.wire())
-        if patch is not None:
-            await ctx.client.patch_status(
-                kube.MULTIMODAL_MODEL,
-                name=mm.metadata.name,
-                namespace=mm.metadata.namespace,
-                status=patch,
-            )
-        if previous is None or previous.message != message:
-            await post_event(
-                ctx.client,
-                body=body,
-                now=now,
-                event=machine.Event("Warning", "HubRevisionUnresolved", message),
-            )
+        await _write(ctx, body=body, raw_status=raw_status, status=status, events=warnings, now=now)
         log.warning("%s/%s: %s", mm.metadata.namespace, mm.metadata.name, message)
         return Outcome("hold", HUB_RETRY_SECONDS)
     status.hub_commits = {**status.hub_commits, revision: commit}
-    message = f"{source} pinned to commit {commit}"
-    status.conditions = conditions.set_condition(
-        status.conditions,
-        type_=REVISION_PINNED,
-        status="True",
-        reason="Pinned",
-        message=message,
-        now=now,
-        generation=mm.metadata.generation,
+    events.extend(
+        reports.revision_pinned(
+            status,
+            message=f"{source} pinned to commit {commit}",
+            now=now,
+            generation=mm.metadata.generation,
+        )
     )
-    events.append(machine.Event("Normal", "RevisionPinned", message))
     return None
-
-
-def _routes_condition(
-    status: models.MultimodalModelStatus,
-    *,
-    unserved: list[str],
-    mm: models.MultimodalModel,
-    now: datetime,
-    events: list[machine.Event],
-) -> None:
-    previous = conditions.get(status.conditions, ROUTES_READY)
-    if unserved:
-        kinds = ", ".join(sorted(set(unserved)))
-        message = (
-            f"the cluster does not serve {kinds}: install its CRDs or set "
-            f"spec.traffic.router to Service"
-        )
-        cond: tuple[conditions.Status, str, str] = ("False", "RouterUnavailable", message)
-    else:
-        router = mm.spec.traffic.router
-        note = (
-            " (no mesh: the split follows the replica ratio, approximately)"
-            if router == models.Router.SERVICE
-            else ""
-        )
-        cond = ("True", "Routed", f"{router.value} routes in place{note}")
-    changed = previous is None or (previous.status, previous.reason, previous.message) != cond
-    if changed and cond[0] == "False":
-        events.append(machine.Event("Warning", cond[1], cond[2]))
-    status.conditions = conditions.set_condition(
-        status.conditions,
-        type_=ROUTES_READY,
-        status=cond[0],
-        reason=cond[1],
-        message=cond[2],
-        now=now,
-        generation=mm.metadata.generation,
-    )
-
-
-def _children_condition(
-    status: models.MultimodalModelStatus,
-    *,
-    report: ChildrenReport,
-    mm: models.MultimodalModel,
-    now: datetime,
-    events: list[machine.Event],
-) -> None:
-    """ChildrenSynced: False with NameConflict or WriteRefused when a child could not be
-    written as built; a Warning Event each time that changes."""
-    previous = conditions.get(status.conditions, CHILDREN_SYNCED)
-    cond: tuple[conditions.Status, str, str]
-    if report.conflicts:
-        cond = (
-            "False",
-            "NameConflict",
-            "; ".join(report.conflicts)
-            + ". Rename the model or spec.version so NAME-VERSION is free",
-        )
-    elif report.refused:
-        cond = ("False", "WriteRefused", "the API server refused: " + "; ".join(report.refused))
-    else:
-        cond = ("True", "Synced", "every child is written as built")
-    changed = previous is None or (previous.status, previous.reason, previous.message) != cond
-    if changed and cond[0] == "False":
-        events.append(machine.Event("Warning", cond[1], cond[2]))
-    status.conditions = conditions.set_condition(
-        status.conditions,
-        type_=CHILDREN_SYNCED,
-        status=cond[0],
-        reason=cond[1],
-        message=cond[2][:4000],
-        now=now,
-        generation=mm.metadata.generation,
-    )
 
 
 async def _hold(
@@ -589,34 +493,14 @@ async def _hold(
     """No stable record and no safe way to rebuild it: write no child, say why in status."""
     now = ctx.clock()
     status = mm.status.model_copy(deep=True)
-    previous = conditions.get(status.conditions, conditions.PROGRESSING)
-    status.phase = models.Phase.DEGRADED
-    status.message = message
-    status.observed_generation = mm.metadata.generation
-    status.conditions = conditions.set_condition(
-        status.conditions,
-        type_=conditions.PROGRESSING,
-        status="False",
-        reason=recovery.HOLD_REASON,
-        message=message,
-        now=now,
-        generation=mm.metadata.generation,
+    warnings = reports.stable_record_missing(
+        status, message=message, now=now, generation=mm.metadata.generation
     )
-    writes = 0
-    patch = merge_patch(raw_status, status.wire())
-    if patch is not None:
-        await ctx.client.patch_status(
-            kube.MULTIMODAL_MODEL,
-            name=mm.metadata.name,
-            namespace=mm.metadata.namespace,
-            status=patch,
-        )
-        writes += 1
-    if previous is None or previous.reason != recovery.HOLD_REASON or previous.message != message:
-        event = machine.Event("Warning", recovery.HOLD_REASON, message)
-        await post_event(ctx.client, body=body, event=event, now=now)
-        writes += 1
+    if warnings:
         log.warning("%s/%s: %s", mm.metadata.namespace, mm.metadata.name, message)
+    writes = await _write(
+        ctx, body=body, raw_status=raw_status, status=status, events=warnings, now=now
+    )
     return Outcome("hold", None, writes=writes)
 
 
@@ -631,62 +515,47 @@ async def _report_invalid(
 ) -> Outcome:
     """Ready=False/InvalidSpec and an Event naming the field; no child is touched."""
     md = body["metadata"]
-    generation = md.get("generation")
-    ready = conditions.get(status.conditions, conditions.READY)
-    if ready is not None and ready.reason == "InvalidSpec" and ready.message == message:
-        return Outcome("invalid", None, invalid=message)
-    status.conditions = conditions.set_condition(
-        status.conditions,
-        type_=conditions.READY,
-        status="False",
-        reason="InvalidSpec",
-        message=message,
-        now=now,
-        generation=generation,
+    warnings = reports.invalid_spec(
+        status, message=message, now=now, generation=md.get("generation")
     )
-    status.observed_generation = generation
-    status.message = f"invalid spec: {message}"
+    if warnings is None:
+        return Outcome("invalid", None, invalid=message)
+    writes = await _write(
+        ctx, body=body, raw_status=raw_status, status=status, events=warnings, now=now
+    )
+    log.warning("%s/%s: invalid spec: %s", md["namespace"], md["name"], message)
+    return Outcome("invalid", None, writes=writes, invalid=message)
+
+
+async def _write(
+    ctx: Context,
+    *,
+    body: dict[str, Any],
+    raw_status: dict[str, Any],
+    status: models.MultimodalModelStatus,
+    events: list[Event],
+    now: datetime,
+) -> int:
+    """The status (only what changed, as a merge patch), then the Events that explain it; the
+    number of writes."""
+    md = body["metadata"]
+    writes = 0
     patch = merge_patch(raw_status, status.wire())
     if patch is not None:
         await ctx.client.patch_status(
             kube.MULTIMODAL_MODEL, name=md["name"], namespace=md["namespace"], status=patch
         )
-    await post_event(
-        ctx.client, body=body, now=now, event=machine.Event("Warning", "InvalidSpec", message)
-    )
-    log.warning("%s/%s: invalid spec: %s", md["namespace"], md["name"], message)
-    return Outcome("invalid", None, writes=2, invalid=message)
+        writes += 1
+    for event in events:
+        await post_event(ctx.client, body=body, event=event, now=now)
+        writes += 1
+    return writes
 
 
 async def post_event(
-    client: kube.KubeClient, *, body: dict[str, Any], event: machine.Event, now: datetime
+    client: kube.KubeClient, *, body: dict[str, Any], event: Event, now: datetime
 ) -> None:
     """A core/v1 Event on the MultimodalModel (what `kubectl describe` shows)."""
-    md = body["metadata"]
-    stamp = conditions.rfc3339(now)
     await client.create(
-        kube.EVENT,
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
-            "involvedObject": {
-                "apiVersion": body["apiVersion"],
-                "kind": body["kind"],
-                "name": md["name"],
-                "namespace": md["namespace"],
-                "uid": md.get("uid"),
-                "resourceVersion": md.get("resourceVersion"),
-            },
-            "reason": event.reason,
-            "message": event.message[:1024],
-            "type": event.type,
-            "source": {"component": "mmop-operator"},
-            "reportingComponent": "mmop-operator",
-            "reportingInstance": "mmop-operator",
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        },
-        namespace=md["namespace"],
+        kube.EVENT, event_object(body, event, now=now), namespace=body["metadata"]["namespace"]
     )

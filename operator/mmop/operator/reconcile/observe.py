@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmop.operator.builders import meta
-from mmop.operator.rollout.machine import VersionObservation
+from mmop.operator.rollout.observations import VersionObservation
 
 _WAITING_PROBLEMS = {
     "CrashLoopBackOff",

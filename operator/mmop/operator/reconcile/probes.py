@@ -16,7 +16,7 @@ from mmop.operator import models
 from mmop.operator.reconcile import bounded
 from mmop.operator.reconcile.observe import PodInfo
 from mmop.operator.rollout import analysis
-from mmop.operator.rollout.machine import SmokeResult
+from mmop.operator.rollout.observations import SmokeResult
 from mmop.runtime import contract
 
 

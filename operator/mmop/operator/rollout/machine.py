@@ -8,66 +8,19 @@ so a restarted operator resumes where the last one stopped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
 
 from mmop.operator import conditions, models
 from mmop.operator.builders.plan import canary_mirror, canary_target
 from mmop.operator.naming import version_name
 from mmop.operator.rollout import analysis, capacity, commands, quality
+from mmop.operator.rollout.events import Event
+from mmop.operator.rollout.observations import Observations, VersionObservation
 
 HISTORY_LIMIT = 10
 QUALITY_CHECK_FAILED = "QualityCheckFailed"
 TICK_SECONDS = 5.0  # how soon to look again while something is in flight
-
-
-@dataclass(frozen=True)
-class VersionObservation:
-    """What the cluster says about one version's Deployment."""
-
-    exists: bool = False
-    replicas: int = 0
-    ready: int = 0
-    available: bool = False
-    """Its pods of the expected revision are up and at least one is ready."""
-    problem: str | None = None
-    """Why pods do not come up (Unschedulable, CrashLoopBackOff ...), if known."""
-    pods: int = 0
-    """Its pods that exist, terminating ones included (they hold their GPUs until gone)."""
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    """The outcome of the operator's test inference against a canary pod."""
-
-    ok: bool
-    message: str
-
-
-@dataclass(frozen=True)
-class Observations:
-    now: datetime
-    versions: Mapping[str, VersionObservation] = field(default_factory=dict)
-    smoke: SmokeResult | None = None
-    canary_metrics: models.MetricsSnapshot | None = None
-    golden: quality.GoldenResult | None = None
-    """The golden-set comparison, gathered when :func:`wants_golden_check` says so."""
-    stable_metrics: models.MetricsSnapshot | None = None
-    """The stable version's counters, read at the same moment as the canary's."""
-    command: commands.CommandRequest | None = None
-    """A rollout command from the mmop.io/rollout-command annotation, handled or not."""
-    gpus: capacity.GpuCapacity | None = None
-    """Free GPUs of the model's resource on the nodes its pods may use, gathered when
-    :func:`wants_capacity` says so (None: not gathered or not readable)."""
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -917,11 +870,42 @@ def _pause_events(step: _Step, *, previous: models.MultimodalModelStatus) -> Non
 # --- summary ---------------------------------------------------------------------------------
 def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int | None) -> None:
     """Versions, replica counts, phase refinements, conditions and the one-line message."""
-    s, now = step.s, step.now
-    stable = step.obs_of(s.stable_version)
-    canary = step.obs_of(s.canary_version) if s.canary_version else None
+    s = step.s
+    s.versions = _version_entries(step)
+    s.replicas = sum(v.replicas for v in s.versions)
+    s.ready_replicas = sum(v.ready_replicas for v in s.versions)
+    s.observed_generation = generation
+    _refine_idle_phase(step)
+    ready = _ready(step)
+    progressing = _progressing(step, spec)
+    for type_, (state, reason, message) in (
+        (conditions.READY, ready),
+        (conditions.PROGRESSING, progressing),
+    ):
+        s.conditions = conditions.set_condition(
+            s.conditions,
+            type_=type_,
+            status=state,
+            reason=reason,
+            message=message,
+            now=step.now,
+            generation=generation,
+        )
+    s.message = (
+        progressing[2]
+        if progressing[0] == "True"
+        or s.phase == models.Phase.FAILED
+        or progressing[1] == capacity.INSUFFICIENT_GPU
+        else ready[2]
+    )
+
+
+def _version_entries(step: _Step) -> list[models.VersionStatus]:
+    """status.versions: stable and canary with their weights and pods, then the retiring."""
+    s = step.s
     entries = []
     if s.stable_version is not None:
+        stable = step.obs_of(s.stable_version)
         entries.append(
             models.VersionStatus(
                 name=s.stable_version,
@@ -932,7 +916,8 @@ def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int
                 ready_replicas=stable.ready,
             )
         )
-    if s.canary_version is not None and canary is not None:
+    if s.canary_version is not None:
+        canary = step.obs_of(s.canary_version)
         entries.append(
             models.VersionStatus(
                 name=s.canary_version,
@@ -943,75 +928,49 @@ def _summarise(step: _Step, *, spec: models.MultimodalModelSpec, generation: int
                 ready_replicas=canary.ready,
             )
         )
-    retiring = []
     for v in s.versions:
         if v.role == models.VersionRole.RETIRING:
             o = step.obs_of(v.name)
-            retiring.append(
+            entries.append(
                 v.model_copy(
                     update={"replicas": o.replicas, "ready_replicas": o.ready, "weight": 0}
                 )
             )
-    s.versions = entries + retiring
-    s.replicas = sum(v.replicas for v in s.versions)
-    s.ready_replicas = sum(v.ready_replicas for v in s.versions)
-    s.observed_generation = generation
+    return entries
 
-    idle = s.canary_version is None and s.phase in (models.Phase.READY, models.Phase.DEGRADED)
-    if (idle and stable.ready == 0) or (idle and stable.problem and stable.ready < stable.replicas):
+
+def _refine_idle_phase(step: _Step) -> None:
+    """With no rollout running: Ready while the stable serves, Degraded while it cannot."""
+    s, stable = step.s, step.obs_of(step.s.stable_version)
+    if s.canary_version is not None or s.phase not in (models.Phase.READY, models.Phase.DEGRADED):
+        return
+    if stable.ready == 0 or (stable.problem and stable.ready < stable.replicas):
         s.phase = models.Phase.DEGRADED
-    elif idle:
+    else:
         s.phase = models.Phase.READY
 
-    # Ready: is anything serving?
-    ready: tuple[conditions.Status, str, str]
+
+def _ready(step: _Step) -> tuple[conditions.Status, str, str]:
+    """The Ready condition: is anything serving?"""
+    s, stable = step.s, step.obs_of(step.s.stable_version)
     if stable.ready > 0:
-        ready = (
+        return (
             "True",
             "StableServing",
             f"version {s.stable_version}: {stable.ready}/{stable.replicas} pods ready",
         )
-    elif s.phase == models.Phase.DEPLOYING:
-        ready = (
+    if s.phase == models.Phase.DEPLOYING:
+        return (
             "False",
             "Deploying",
             f"version {s.stable_version}: "
             f"{stable.problem or f'{stable.ready}/{stable.replicas} pods ready'}",
         )
-    else:
-        ready = (
-            "False",
-            "StableUnavailable",
-            f"version {s.stable_version} has no ready pods"
-            + (f": {stable.problem}" if stable.problem else ""),
-        )
-    gen = generation
-    s.conditions = conditions.set_condition(
-        s.conditions,
-        type_=conditions.READY,
-        status=ready[0],
-        reason=ready[1],
-        message=ready[2],
-        now=now,
-        generation=gen,
-    )
-
-    progressing = _progressing(step, spec)
-    s.conditions = conditions.set_condition(
-        s.conditions,
-        type_=conditions.PROGRESSING,
-        status=progressing[0],
-        reason=progressing[1],
-        message=progressing[2],
-        now=now,
-        generation=gen,
-    )
-    s.message = (
-        progressing[2]
-        if progressing[0] == "True"
-        or s.phase == models.Phase.FAILED
-        or progressing[1] == capacity.INSUFFICIENT_GPU
-        else ready[2]
+    return (
+        "False",
+        "StableUnavailable",
+        f"version {s.stable_version} has no ready pods"
+        + (f": {stable.problem}" if stable.problem else ""),
     )
 
 

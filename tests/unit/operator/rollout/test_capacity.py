@@ -11,7 +11,7 @@ import pytest
 from mmop.operator import conditions, models
 from mmop.operator.builders.plan import plan_versions
 from mmop.operator.rollout import capacity, machine
-from mmop.operator.rollout.machine import Observations, SmokeResult, VersionObservation
+from mmop.operator.rollout.observations import Observations, SmokeResult, VersionObservation
 
 GPU = "nvidia.com/gpu"
 T0 = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)

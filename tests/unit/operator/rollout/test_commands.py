@@ -8,7 +8,8 @@ from typing import Any
 from mmop.operator import models
 from mmop.operator.rollout import commands, machine
 from mmop.operator.rollout.commands import CommandRequest
-from mmop.operator.rollout.machine import Decision, Observations, SmokeResult, VersionObservation
+from mmop.operator.rollout.machine import Decision
+from mmop.operator.rollout.observations import Observations, SmokeResult, VersionObservation
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 UP = VersionObservation(exists=True, replicas=1, ready=1, available=True)

@@ -9,12 +9,8 @@ import pytest
 
 from mmop.operator import conditions, models
 from mmop.operator.rollout import machine
-from mmop.operator.rollout.machine import (
-    Decision,
-    Observations,
-    SmokeResult,
-    VersionObservation,
-)
+from mmop.operator.rollout.machine import Decision
+from mmop.operator.rollout.observations import Observations, SmokeResult, VersionObservation
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 UP = VersionObservation(exists=True, replicas=1, ready=1, available=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 from mmop.operator import conditions, models
 from mmop.operator.rollout import machine
-from mmop.operator.rollout.machine import Decision, Observations, SmokeResult, VersionObservation
+from mmop.operator.rollout.machine import Decision
+from mmop.operator.rollout.observations import Observations, SmokeResult, VersionObservation
 from mmop.operator.rollout.quality import GoldenResult
 from mmop.runtime import scoring
 
