@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from mmop.operator import kube, metrics, models
-from mmop.operator.builders import deployment, meta
+from mmop.operator import kube, metrics, models, naming
+from mmop.operator.builders import deployment
 from mmop.operator.builders.children import build_children
 from mmop.operator.reconcile import bounded, hub, observe, probes, smoke
 from mmop.operator.reconcile import quality as quality_probe
@@ -131,7 +131,9 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         recovered.append(Event("Warning", "StatusRecovered", found.message))
         log.warning("%s/%s: %s", namespace, name, found.message)
     pods = await ctx.client.list_items(
-        kube.POD, namespace=namespace, label_selector=meta.selector_string(meta.pod_selector(name))
+        kube.POD,
+        namespace=namespace,
+        label_selector=naming.selector_string(naming.pod_selector(name)),
     )
     obs = await _observe(
         ctx, mm=mm, deployments=actual.get(kube.DEPLOYMENT, {}), pods=pods, now=now
@@ -144,8 +146,8 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
         tick=ctx.settings.rollout_tick_seconds,
     )
     new_status = decision.status
-    new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
-    new_status.selector = meta.selector_string(meta.pod_selector(name))
+    new_status.url = naming.model_url(mm, ctx.settings.cluster_domain)
+    new_status.selector = naming.selector_string(naming.pod_selector(name))
     live = {
         new_status.stable_revision,
         new_status.canary_revision,
@@ -181,8 +183,8 @@ async def _reconcile(ctx: Context, *, namespace: str, name: str) -> Outcome:
             message="; ".join(report.conflicts),
         )
         new_status = stopped.status
-        new_status.url = meta.model_url(mm, ctx.settings.cluster_domain)
-        new_status.selector = meta.selector_string(meta.pod_selector(name))
+        new_status.url = naming.model_url(mm, ctx.settings.cluster_domain)
+        new_status.selector = naming.selector_string(naming.pod_selector(name))
         events.extend(stopped.events)
         decision = dataclasses.replace(
             decision, action=stopped.action, requeue_after=stopped.requeue_after
@@ -251,11 +253,11 @@ async def _observe(
 
     by_version: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
-        version = (pod["metadata"].get("labels") or {}).get(meta.LABEL_VERSION, "")
+        version = (pod["metadata"].get("labels") or {}).get(naming.LABEL_VERSION, "")
         by_version.setdefault(version, []).append(pod)
     versions = {
         version: observe.observe_version(
-            deployments.get(meta.versioned_name(name, version)),
+            deployments.get(naming.versioned_name(name, version)),
             by_version.get(version, []),
             revision=revision,
         )

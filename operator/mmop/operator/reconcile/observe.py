@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mmop.operator.builders import meta
+from mmop.operator import naming
 from mmop.operator.rollout.observations import VersionObservation
 
 _WAITING_PROBLEMS = {
@@ -43,8 +43,8 @@ def pod_infos(pods: list[dict[str, Any]]) -> list[PodInfo]:
         out.append(
             PodInfo(
                 name=md.get("name", ""),
-                version=(md.get("labels") or {}).get(meta.LABEL_VERSION, ""),
-                revision=(md.get("annotations") or {}).get(meta.ANNOTATION_REVISION, ""),
+                version=(md.get("labels") or {}).get(naming.LABEL_VERSION, ""),
+                revision=(md.get("annotations") or {}).get(naming.ANNOTATION_REVISION, ""),
                 ip=status.get("podIP"),
                 ready=ready and status.get("phase") == "Running",
             )
@@ -81,7 +81,7 @@ def observe_version(
     md = deployment.get("metadata") or {}
     desired = int(spec.get("replicas", 1))
     ready = int(status.get("readyReplicas") or 0)
-    current_revision = (md.get("annotations") or {}).get(meta.ANNOTATION_REVISION) == revision
+    current_revision = (md.get("annotations") or {}).get(naming.ANNOTATION_REVISION) == revision
     caught_up = int(status.get("observedGeneration") or 0) >= int(md.get("generation") or 0)
     ready_pods = [p for p in pod_infos(pods) if p.ready and p.revision == revision]
     problem = next((pr for pr in (pod_problem(p) for p in pods) if pr), None)
