@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--retries", type=int, default=1)
     parser.add_argument(
+        "--ready-timeout", type=float, default=900.0, help="longest start (export/compile), s"
+    )
+    parser.add_argument(
         "--max-foreign",
         type=float,
         default=0.5,
@@ -133,6 +136,7 @@ def agreement(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     machine.exit_on_sigterm()
+    servers.READY_TIMEOUT = args.ready_timeout  # torch.compile of a base model takes minutes
     threads = args.threads or len(os.sched_getaffinity(0))
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
