@@ -238,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def rerender(path: Path) -> str:
+    """The table of a finished (or partial) result file, recomputed from its rounds."""
+    report = json.loads(path.read_text())
+    names = list(report["configs"])
+    levels = report["config"]["concurrency"]
+    report["summary"] = summarise(report, names=names, levels=levels)
+    return markdown(report, names=names, levels=levels)
+
+
 def summarise(report: dict[str, Any], *, names: list[str], levels: list[int]) -> dict[str, Any]:
     """Per configuration and concurrency: median throughput over rounds, and the median of
     the per-round ratios to eager fp32 (each ratio from the same round)."""
@@ -245,7 +254,7 @@ def summarise(report: dict[str, Any], *, names: list[str], levels: list[int]) ->
     for name in names:
         per_level: dict[str, Any] = {}
         for index, concurrency in enumerate(levels):
-            rates, ratios, contended = [], [], False
+            rates, ratios, core_ratios, contended = [], [], [], False
             for this_round in report["rounds"]:
                 mine, base = this_round.get(name, {}), this_round.get("eager", {})
                 if len(mine.get("levels", [])) <= index or len(base.get("levels", [])) <= index:
@@ -253,11 +262,18 @@ def summarise(report: dict[str, Any], *, names: list[str], levels: list[int]) ->
                 rate = mine["levels"][index]["throughput_rps"]
                 rates.append(rate)
                 ratios.append(rate / max(base["levels"][index]["throughput_rps"], 1e-9))
+                # Per CPU-second the server used: on a machine others load, the share of the
+                # cores a server gets varies from window to window; its work per core does not.
+                core_ratios.append(
+                    _per_core(mine["levels"][index]) / max(_per_core(base["levels"][index]), 1e-9)
+                )
                 contended |= bool(mine["levels"][index].get("contended"))
             per_level[str(concurrency)] = {
                 "throughput_rps": statistics.median(rates) if rates else None,
                 "ratio": statistics.median(ratios) if ratios else None,
                 "rounds_ratio": ratios,
+                "per_core_ratio": statistics.median(core_ratios) if core_ratios else None,
+                "rounds_per_core_ratio": core_ratios,
                 "contended": contended,
             }
         first = report["rounds"][0].get(name, {}) if report["rounds"] else {}
@@ -272,17 +288,25 @@ def summarise(report: dict[str, Any], *, names: list[str], levels: list[int]) ->
     return summary
 
 
+def _per_core(level: dict[str, Any]) -> float:
+    return float(level["throughput_rps"]) / max(float(level.get("server_cpu_cores") or 0), 1e-9)
+
+
 def markdown(report: dict[str, Any], *, names: list[str], levels: list[int]) -> str:
     header = ["configuration"]
     for concurrency in levels:
-        header += [f"c={concurrency} img/s", f"c={concurrency} vs eager fp32"]
+        header += [
+            f"c={concurrency} img/s",
+            f"c={concurrency} vs eager fp32",
+            f"c={concurrency} per server core vs eager",
+        ]
     header += ["min cosine (image / text)", "top-1 agreement", "ready after"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in names:
         item = report["summary"][name]
         row = [report["configs"][name]["label"]]
         if item["error"]:
-            row += ["failed to load"] * (2 * len(levels)) + ["", "", ""]
+            row += ["failed to load"] * (3 * len(levels)) + ["", "", ""]
         else:
             for concurrency in levels:
                 level = item["levels"][str(concurrency)]
@@ -291,6 +315,9 @@ def markdown(report: dict[str, Any], *, names: list[str], levels: list[int]) -> 
                 row.append("" if rate is None else f"{rate:.1f}{flag}")
                 rounds = ", ".join(f"{r:.2f}" for r in level["rounds_ratio"])
                 row.append("" if ratio is None else f"**{ratio:.2f}x** ({rounds})")
+                per_core = level.get("per_core_ratio")
+                cores = ", ".join(f"{r:.2f}" for r in level.get("rounds_per_core_ratio", []))
+                row.append("" if per_core is None else f"{per_core:.2f}x ({cores})")
             quality = item["quality"] or {}
             row.append(
                 f"{quality.get('min_cosine_image', float('nan')):.4f} / "
