@@ -32,6 +32,8 @@ from mmop.runtime import contract
 CONFIGS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "eager": ("eager fp32", ("--dtype", "float32")),
     "bf16": ("eager bf16", ("--dtype", "bfloat16")),
+    "fp16": ("eager fp16 (GPU)", ("--dtype", "float16")),
+    "autocast": ("eager, autocast (GPU: bf16/fp16)", ("--dtype", "auto")),
     "int8": ("eager int8 (dynamic, Linear)", ("--dtype", "float32", "--quantization", "int8")),
     "onnxruntime": ("onnxruntime fp32", ("--dtype", "float32", "--backend", "onnxruntime")),
     "compile": ("torch.compile fp32", ("--dtype", "float32", "--backend", "compile")),
@@ -50,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.runtime.backends", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--size", default="base", help="base or tiny CLIP")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=",".join(CONFIGS))
+    parser.add_argument(
+        "--configs",
+        default="",
+        help=f"of {','.join(CONFIGS)} (default: eager,bf16,int8,onnxruntime,compile on CPU; "
+        "eager,fp16,autocast,onnxruntime,compile on a GPU)",
+    )
     parser.add_argument("--concurrency", default="8,32")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
@@ -140,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or len(os.sched_getaffinity(0))
     work: Path = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    names = args.configs.split(",")
+    gpu = args.device.startswith("cuda")
+    default = (
+        "eager,fp16,autocast,onnxruntime,compile" if gpu else "eager,bf16,int8,onnxruntime,compile"
+    )
+    names = (args.configs or default).split(",")
     if names[0] != "eager":
         names = ["eager", *[n for n in names if n != "eager"]]  # the reference runs first
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "label": label,
         "command": "python -m bench.runtime.backends "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine.describe(torch_threads=threads),
+        "machine": machine.describe(torch_threads=threads) | {"onnxruntime": _ort_version()},
         "config": {
             "model": f"clip-{args.size}",
             "max_batch_size": args.max_batch_size,
@@ -286,6 +297,16 @@ def summarise(report: dict[str, Any], *, names: list[str], levels: list[int]) ->
             "error": first.get("error"),
         }
     return summary
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return (
+        str(onnxruntime.__version__) + " (" + ", ".join(onnxruntime.get_available_providers()) + ")"
+    )
 
 
 def _per_core(level: dict[str, Any]) -> float:
