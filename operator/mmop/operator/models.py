@@ -13,7 +13,7 @@ import json
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -107,6 +107,17 @@ class Dtype(StrEnum):
     BFLOAT16 = "bfloat16"
 
 
+class Backend(StrEnum):
+    EAGER = "eager"
+    ONNXRUNTIME = "onnxruntime"
+    COMPILE = "compile"
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    INT8 = "int8"
+
+
 class Router(StrEnum):
     ISTIO = "Istio"
     GATEWAY_API = "GatewayAPI"
@@ -154,7 +165,9 @@ class ModelSource(_Model):
     task: Task
     """The inference task; it selects the transformers Auto classes and the request schema."""
     dtype: Dtype = Dtype.AUTO
-    """Weights and compute precision; auto means fp16/bf16 autocast on GPU and fp32 on CPU."""
+    """Weights and compute precision; auto means fp16/bf16 autocast on GPU and fp32 on CPU.
+    bfloat16 also runs on CPU where the CPU computes it natively (avx512_bf16 or amx_bf16 on
+    x86, bf16 on Arm); elsewhere the runtime refuses to load (Ready=False, logs say why)."""
     trust_remote_code: bool = False
     """Run model code shipped with the weights. Off by default; weights load from safetensors
     only, whatever this says."""
@@ -212,6 +225,19 @@ class RuntimeSpec(_Model):
     auth_secret_ref: SecretKeyRef | None = None
     """When set, inference endpoints need 'Authorization: Bearer TOKEN' with the token read
     from this Secret key; probes and metrics stay open."""
+    backend: Backend = Backend.EAGER
+    """How the runtime runs the model: eager (PyTorch), onnxruntime (exported to ONNX at load,
+    cached in the model cache volume; CPU, or CUDA/TensorRT with onnxruntime-gpu) or compile
+    (torch.compile at load). onnxruntime and compile serve image-text-embedding,
+    zero-shot-image-classification and image-classification; a model that cannot be exported
+    or compiled fails to load with the reason (never a silent fallback to eager)."""
+    quantization: Quantization = Quantization.NONE
+    """int8: dynamic int8 quantization of the model's Linear layers (CPU only: resources.gpu
+    0; with backend eager and dtype auto or float32)."""
+
+    # Fields added after objects existed: left out of the revision hash at their default, so
+    # an operator upgrade never starts a rollout of an unchanged spec (see ServingSpec).
+    LATE_DEFAULTS: ClassVar[dict[str, str]] = {"backend": "eager", "quantization": "none"}
 
 
 class Resources(_Model):
@@ -421,9 +447,20 @@ class ServingSpec(_Model):
             )
         return version
 
+    def canonical(self) -> dict[str, Any]:
+        """The wire form, less the fields added to the API later while they hold their
+        default: what the revision hashes and the Deployment records, so a spec written before
+        those fields existed keeps its revision and its records."""
+        wire = self.wire()
+        runtime = wire.get("runtime", {})
+        for key, default in RuntimeSpec.LATE_DEFAULTS.items():
+            if runtime.get(key) == default:
+                del runtime[key]
+        return wire
+
     def revision(self) -> str:
         """A short stable hash of the serving spec: equal specs give equal revisions."""
-        canonical = json.dumps(self.wire(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -636,6 +673,45 @@ class Rollout(_Model):
         return parse_duration(self.step_interval).total_seconds()
 
 
+# Backend rules: CEL in the CRD and the same checks here (messages shared).
+INT8_CPU_ONLY: Final = (
+    "runtime.quantization int8 runs on CPU only (torch dynamic quantization has no GPU "
+    "kernels): set resources.gpu to 0, or quantization none"
+)
+INT8_EAGER_ONLY: Final = "runtime.quantization int8 needs runtime.backend eager"
+INT8_FLOAT32_ONLY: Final = (
+    "runtime.quantization int8 keeps activations in float32: model.dtype must be auto or float32"
+)
+ONNX_FLOAT32_ONLY: Final = (
+    "runtime.backend onnxruntime runs the float32 export: model.dtype must be auto or float32"
+)
+GRAPH_TASKS: Final = (
+    contract.TASK_IMAGE_TEXT_EMBEDDING,
+    contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
+    contract.TASK_IMAGE_CLASSIFICATION,
+)
+GRAPH_TASKS_ONLY: Final = (
+    "runtime.backend onnxruntime and compile serve only the tasks " + ", ".join(GRAPH_TASKS)
+)
+
+
+def backend_problem(spec: ServingSpec) -> str | None:
+    """The first backend rule ``spec`` breaks, or None."""
+    runtime, model = spec.runtime, spec.model
+    if runtime.quantization == Quantization.INT8:
+        if spec.resources.gpu > 0:
+            return INT8_CPU_ONLY
+        if runtime.backend != Backend.EAGER:
+            return INT8_EAGER_ONLY
+        if model.dtype not in (Dtype.AUTO, Dtype.FLOAT32):
+            return INT8_FLOAT32_ONLY
+    if runtime.backend == Backend.ONNXRUNTIME and model.dtype not in (Dtype.AUTO, Dtype.FLOAT32):
+        return ONNX_FLOAT32_ONLY
+    if runtime.backend != Backend.EAGER and model.task.value not in GRAPH_TASKS:
+        return GRAPH_TASKS_ONLY
+    return None
+
+
 class MultimodalModelSpec(ServingSpec):
     """The desired state of a MultimodalModel."""
 
@@ -667,6 +743,36 @@ class MultimodalModelSpec(ServingSpec):
                 "a pvc:// path may not contain '..' segments",
                 ".model.source",
             ),
+            (
+                "!has(self.runtime.quantization) || self.runtime.quantization != 'int8'"
+                " || !has(self.resources.gpu) || self.resources.gpu == 0",
+                INT8_CPU_ONLY,
+                ".runtime.quantization",
+            ),
+            (
+                "!has(self.runtime.quantization) || self.runtime.quantization != 'int8'"
+                " || !has(self.runtime.backend) || self.runtime.backend == 'eager'",
+                INT8_EAGER_ONLY,
+                ".runtime.quantization",
+            ),
+            (
+                "!has(self.runtime.quantization) || self.runtime.quantization != 'int8'"
+                " || !has(self.model.dtype) || self.model.dtype in ['auto', 'float32']",
+                INT8_FLOAT32_ONLY,
+                ".runtime.quantization",
+            ),
+            (
+                "!has(self.runtime.backend) || self.runtime.backend != 'onnxruntime'"
+                " || !has(self.model.dtype) || self.model.dtype in ['auto', 'float32']",
+                ONNX_FLOAT32_ONLY,
+                ".runtime.backend",
+            ),
+            (
+                "!has(self.runtime.backend) || self.runtime.backend == 'eager'"
+                " || self.model.task in [" + ", ".join(f"'{t}'" for t in GRAPH_TASKS) + "]",
+                GRAPH_TASKS_ONLY,
+                ".runtime.backend",
+            ),
         )
     )
 
@@ -696,6 +802,9 @@ class MultimodalModelSpec(ServingSpec):
                 f"runtime.env: {', '.join(reserved)}: set by the operator itself, "
                 "cannot be set here"
             )
+        problem = backend_problem(self)
+        if problem:
+            raise ValueError(problem)
         # The path becomes a plain file path in the pod: '..' would leave the claim's mount.
         if self.model.source.startswith("pvc://") and ".." in self.model.source.split("/"):
             raise ValueError("model.source: a pvc:// path may not contain '..' segments")

@@ -1,5 +1,9 @@
 """Model loading: resolve the source, refuse pickle checkpoints, pick device and dtype, load.
 
+The backend options (``backend``, ``quantization``, bfloat16 on CPU) are checked here before
+any weight is read (``backends.check_options``); int8 quantization is applied right after the
+weights load, and a task binds its graphs to the backend when it is built.
+
 ``resolve_source`` and ``check_local_weights`` need no torch, so a bad source fails within a
 fraction of a second; ``load_model`` then loads weights (safetensors only) and the processor
 parts each task needs through transformers Auto classes.
@@ -15,11 +19,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from mmop.runtime import contract
+from mmop.runtime import backends, contract
 from mmop.runtime.errors import LoadError
 from mmop.runtime.settings import RuntimeSettings, available_cpus
+
+if TYPE_CHECKING:
+    from mmop.runtime.backends import BackendReport
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,8 @@ class LoadedModel:
     tokenizer: Any | None = None
     feature_extractor: Any | None = None
     load_seconds: float = 0.0
+    quantization: str = "none"
+    backend_report: BackendReport | None = None  # set when the task binds its graphs
 
     @property
     def config(self) -> Any:
@@ -89,7 +98,10 @@ class LoadedModel:
         dtype = str(self.weight_dtype).removeprefix("torch.")
         if self.autocast_dtype is not None:
             dtype += " (autocast " + str(self.autocast_dtype).removeprefix("torch.") + ")"
-        return f"{type(self.model).__name__} on {self.device} in {dtype}"
+        if self.quantization != "none":
+            dtype += f", {self.quantization} Linear layers"
+        backend = self.backend_report.describe() if self.backend_report else backends.EAGER
+        return f"{type(self.model).__name__} on {self.device} in {dtype}, backend {backend}"
 
 
 # --- source resolution (no torch) -----------------------------------------------------------
@@ -159,6 +171,7 @@ def preflight(settings: RuntimeSettings) -> ModelSource:
     )
     if source.kind == "local":
         check_local_weights(Path(source.location))
+    backends.check_task(settings)
     return source
 
 
@@ -244,6 +257,7 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
     transformers.logging.disable_progress_bar()
     _fit_cpu_threads()
     device = select_device(settings.device)
+    backends.check_options(settings, device)
     weight_dtype, autocast_dtype = select_dtypes(settings.dtype, device)
     hub: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     if source.kind == "hub":
@@ -265,12 +279,15 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
         raise
     model.eval()
     model.to(device)
+    if settings.quantization == backends.INT8:
+        model = backends.quantize_int8(model)
     loaded = LoadedModel(
         model=model,
         source=source,
         device=device,
         weight_dtype=weight_dtype,
         autocast_dtype=autocast_dtype,
+        quantization=settings.quantization,
     )
     _load_parts(transformers, loaded, parts, source, hub)
     return loaded

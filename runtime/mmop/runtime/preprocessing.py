@@ -121,6 +121,9 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     import torch.multiprocessing  # registers the shared-memory tensor reductions
 
     torch.set_num_threads(1)
+    # Preprocessing never runs the model: no export, compilation or quantization here (the
+    # serving process applies the backend to the real weights).
+    settings = settings.model_copy(update={"backend": "eager", "quantization": "none"})
     loaded = loading.load_model(settings, source, weights=False)
     _worker = (tasks.create_task(settings.task, loaded, settings), settings)
     _started = started

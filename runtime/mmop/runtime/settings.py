@@ -26,6 +26,8 @@ Task = Literal[
     "image-classification",
 ]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+Backend = Literal["eager", "onnxruntime", "compile"]
+Quantization = Literal["none", "int8"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 ENV_PREFIX: Final = "MMOP_"
@@ -97,7 +99,20 @@ class RuntimeSettings(BaseSettings):
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     trust_remote_code: bool = Field(False, description="run code shipped with a hub model")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    dtype: Dtype = Field("auto", description="auto: fp16/bf16 autocast on GPU, fp32 on CPU")
+    dtype: Dtype = Field(
+        "auto",
+        description="auto: fp16/bf16 autocast on GPU, fp32 on CPU; bfloat16 on CPU needs "
+        "native bf16 (avx512_bf16, amx_bf16 or Arm bf16)",
+    )
+    backend: Backend = Field(
+        "eager",
+        description="how the model runs: eager (torch), onnxruntime (exported to ONNX at load, "
+        "cached under the cache dir) or compile (torch.compile at load); onnxruntime and "
+        "compile serve the embedding and classification tasks",
+    )
+    quantization: Quantization = Field(
+        "none", description="int8: dynamic int8 quantization of the Linear layers (CPU, eager)"
+    )
     cache_dir: Path | None = Field(None, description="hub download cache (default: HF_HOME)")
     pvc_mount_root: Path = Field(
         Path(contract.PVC_MOUNT_ROOT), description="where pvc://CLAIM/... is mounted"

@@ -53,6 +53,28 @@ async def test_the_api_server_refuses_reserved_env_and_escaping_paths(
     assert field in str(info.value)
 
 
+async def test_the_api_server_refuses_int8_on_a_gpu_and_the_operator_renders_backends(
+    client: kube.KubeClient, namespace: str
+) -> None:
+    doc = example("clip.yaml", namespace=namespace)
+    doc["spec"]["runtime"]["quantization"] = "int8"
+    doc["spec"]["resources"]["gpu"] = 1
+    with pytest.raises(kube.ApiError) as info:
+        await client.create(kube.MULTIMODAL_MODEL, doc)
+    assert info.value.status == 422
+    assert "spec.runtime.quantization" in str(info.value)
+    assert "CPU only" in str(info.value)
+    # A combination that works reaches the pods as env.
+    doc = example("clip.yaml", namespace=namespace)
+    doc["spec"]["runtime"]["backend"] = "onnxruntime"
+    doc["spec"]["model"]["dtype"] = "auto"
+    await client.create(kube.MULTIMODAL_MODEL, doc)
+    deployments = await wait_until_async(
+        lambda: client.list_items(kube.DEPLOYMENT, namespace=namespace), what="a Deployment"
+    )
+    assert _env(deployments[0])["MMOP_BACKEND"] == "onnxruntime"
+
+
 async def test_fault_injection_is_invalid_unless_the_operator_allows_it(
     client: kube.KubeClient, namespace: str
 ) -> None:

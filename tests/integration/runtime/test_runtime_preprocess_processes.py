@@ -166,3 +166,22 @@ def test_a_worker_that_dies_is_replaced_and_serving_goes_on(pooled_server: Runti
     new = {w.pid for w in _workers(pooled_server)}
     assert new and not (new & old), (old, new)
     assert "a preprocessing worker process died" in pooled_server.log()
+
+
+def test_a_worker_of_an_accelerated_model_preprocesses_without_the_backend(
+    models: ModelStore,
+) -> None:
+    """The serving process exports / compiles the real weights; a worker (weightless model)
+    must not try, or every accelerated model would fail to start with processes."""
+    from mmop.runtime import preprocessing
+
+    task = contract.TASK_IMAGE_TEXT_EMBEDDING
+    settings = RuntimeSettings(model=str(models.get(task)), task=task, backend="onnxruntime")
+    preprocessing._start_worker(settings, loading.preflight(settings), None)
+    assert preprocessing._worker is not None
+    worker_task, worker_settings = preprocessing._worker
+    assert worker_settings.backend == "eager"
+    _, prepared = preprocessing.prepare_infer(
+        worker_task, worker_settings, orjson.dumps(REQUESTS[task]), None
+    )
+    assert [s.kind for s in prepared.samples] == ["image", "image", "text"]

@@ -392,3 +392,71 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         models.parse_duration("soon")
+
+
+def _backend_spec(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "version": "v1",
+        "model": {"source": "hf://openai/clip-vit-base-patch32", "task": "image-text-embedding"},
+        "resources": {"gpu": 0},
+    }
+    for key, value in overrides.items():
+        spec[key] = spec.get(key, {}) | value if isinstance(value, dict) else value
+    return spec
+
+
+def test_backend_fields_default_and_keep_old_revisions() -> None:
+    spec = models.parse_spec(_backend_spec())
+    assert (spec.runtime.backend, spec.runtime.quantization) == ("eager", "none")
+    # The revisions of these specs before backend/quantization existed (commit 3d8c408): an
+    # operator upgrade must not start a rollout of an unchanged model.
+    assert models.parse_spec(_backend_spec(resources={"gpu": 1})).revision() == "6b7a3ee456"
+    explicit = _backend_spec(resources={"gpu": 1}, runtime={"backend": "eager"})
+    assert models.parse_spec(explicit).revision() == "6b7a3ee456"
+    assert models.parse_spec(_backend_spec(runtime={"image": "x:1"})).revision() == "408369ae46"
+    onnx = models.parse_spec(_backend_spec(runtime={"image": "x:1", "backend": "onnxruntime"}))
+    assert onnx.revision() != "408369ae46"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"runtime": {"quantization": "int8"}, "resources": {"gpu": 1}}, "runs on CPU only"),
+        ({"runtime": {"quantization": "int8", "backend": "onnxruntime"}}, "needs runtime.backend"),
+        ({"runtime": {"quantization": "int8", "backend": "compile"}}, "needs runtime.backend"),
+        ({"runtime": {"quantization": "int8"}, "model": {"dtype": "bfloat16"}}, "float32"),
+        ({"runtime": {"backend": "onnxruntime"}, "model": {"dtype": "float16"}}, "float32 export"),
+        (
+            {"runtime": {"backend": "compile"}, "model": {"task": "image-to-text"}},
+            "serve only the tasks",
+        ),
+    ],
+)
+def test_backend_combinations_that_cannot_work_are_refused(
+    overrides: dict[str, Any], message: str, crd_schema: dict[str, Any], crd_check: CrdCheck
+) -> None:
+    spec = _backend_spec(**overrides)
+    with pytest.raises(models.InvalidSpecError, match=message):
+        models.parse_spec(spec)
+    doc = {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": "m"}}
+    _, problems = crd_check(crd_schema, doc | {"spec": spec})
+    assert any(message in p.message for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"runtime": {"quantization": "int8"}},
+        {"runtime": {"backend": "onnxruntime"}, "model": {"task": "image-classification"}},
+        {"runtime": {"backend": "compile"}, "model": {"dtype": "bfloat16"}},
+        {"model": {"dtype": "bfloat16"}},
+    ],
+)
+def test_backend_combinations_that_work_are_accepted(
+    overrides: dict[str, Any], crd_schema: dict[str, Any], crd_check: CrdCheck
+) -> None:
+    spec = _backend_spec(**overrides)
+    models.parse_spec(spec)
+    doc = {"apiVersion": models.API_VERSION, "kind": models.KIND, "metadata": {"name": "m"}}
+    _, problems = crd_check(crd_schema, doc | {"spec": spec})
+    assert problems == []

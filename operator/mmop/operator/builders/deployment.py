@@ -98,6 +98,13 @@ def runtime_env(
         },
         {"name": "HF_HOME", "value": f"{contract.CACHE_MOUNT_PATH}/hf"},
     ]
+    # Backend options only when they differ from the runtime's defaults: the pod template of a
+    # spec that leaves them alone stays as it was before they existed (no restart on upgrade).
+    runtime = serving.runtime
+    if runtime.backend != models.Backend.EAGER:
+        ours.append({"name": contract.ENV_BACKEND, "value": runtime.backend.value})
+    if runtime.quantization != models.Quantization.NONE:
+        ours.append({"name": contract.ENV_QUANTIZATION, "value": runtime.quantization.value})
     # The operator's test inferences are told apart by this token (optional: a missing
     # Secret only leaves them unmarked, it never keeps pods from starting).
     ours.append(

@@ -76,7 +76,9 @@ def version_record(
     of a version, as annotations."""
     record = {
         ANNOTATION_ROLE: role,
-        ANNOTATION_SERVING_SPEC: json.dumps(serving.wire(), sort_keys=True, separators=(",", ":")),
+        ANNOTATION_SERVING_SPEC: json.dumps(
+            serving.canonical(), sort_keys=True, separators=(",", ":")
+        ),
     }
     if commit:
         record[ANNOTATION_HUB_COMMIT] = commit

@@ -81,4 +81,5 @@ def create_task(task: str, loaded: LoadedModel, settings: RuntimeSettings) -> Ta
     module_name, _, class_name = _IMPLEMENTATIONS[task].partition(":")
     implementation = getattr(importlib.import_module(module_name), class_name)
     created: Task = implementation(loaded, settings)
+    created.bind_backend()
     return created

@@ -17,6 +17,7 @@ from mmop.runtime.errors import InvalidInput
 from mmop.runtime.protocol import EmbeddingItem, InferRequest, OutputTensor, Scalar, Value
 
 if TYPE_CHECKING:
+    from mmop.runtime.backends import Graph, Runner
     from mmop.runtime.loading import LoadedModel
     from mmop.runtime.settings import RuntimeSettings
 
@@ -83,6 +84,23 @@ class Task(ABC):
     def __init__(self, loaded: LoadedModel, settings: RuntimeSettings) -> None:
         self.loaded = loaded
         self.settings = settings
+        # graph name -> what runs it (the eager module, an ONNX Runtime session, a compiled
+        # module); set by ``bind_backend`` once the task is built.
+        self.runners: dict[str, Runner] = {}
+
+    def graphs(self) -> dict[str, Graph]:
+        """The model calls ``forward`` makes through ``self.runners``, for backends to export or
+        compile; empty for tasks that call the model directly (generate() loops)."""
+        return {}
+
+    def bind_backend(self) -> None:
+        """Build ``self.runners`` for the configured backend (raises ``LoadError``)."""
+        from mmop.runtime import backends
+
+        self.runners, report = backends.bind(
+            self.graphs(), loaded=self.loaded, settings=self.settings
+        )
+        self.loaded.backend_report = report
 
     @abstractmethod
     def preprocess(self, request: InferRequest) -> Prepared:

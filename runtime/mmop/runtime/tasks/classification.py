@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from mmop.runtime import contract
+from mmop.runtime.backends import Graph
 from mmop.runtime.loading import LoadedModel
 from mmop.runtime.protocol import InferRequest, OutputTensor
 from mmop.runtime.settings import RuntimeSettings
+from mmop.runtime.tasks import graphs
 from mmop.runtime.tasks import signature as signature_of
 from mmop.runtime.tasks.base import (
     ImagePreprocessor,
@@ -40,6 +42,16 @@ class ImageClassificationTask(Task):
         self.labels = [str(config.id2label.get(i, f"LABEL_{i}")) for i in range(count)]
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
 
+    def graphs(self) -> dict[str, Graph]:
+        pixel = self.images(contract.tiny_png(), what="example image")
+        return {
+            "logits": Graph(
+                graphs.ImageLogits(self.loaded.model),
+                {"pixel_values": stack_pixels([pixel, pixel.flip(-1)], self.loaded)},
+                {"pixel_values": (0,)},
+            )
+        }
+
     def preprocess(self, request: InferRequest) -> Prepared:
         images = bytes_input(request, "image")
         assert images is not None
@@ -51,7 +63,7 @@ class ImageClassificationTask(Task):
 
     def forward(self, samples: list[Sample]) -> list[Any]:
         pixels = stack_pixels([sample.data for sample in samples], self.loaded)
-        logits = self.loaded.model(pixel_values=pixels).logits.float()
+        logits = self.runners["logits"](pixel_values=pixels).float()
         scores = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
         return list(scores.cpu().numpy().astype(np.float32))
 

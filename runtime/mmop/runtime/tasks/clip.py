@@ -14,10 +14,12 @@ from typing import Any, Final
 import numpy as np
 
 from mmop.runtime import contract
+from mmop.runtime.backends import Graph
 from mmop.runtime.errors import InvalidInput, LoadError
 from mmop.runtime.loading import LoadedModel
 from mmop.runtime.protocol import EmbeddingItem, InferRequest, OutputTensor
 from mmop.runtime.settings import RuntimeSettings
+from mmop.runtime.tasks import graphs
 from mmop.runtime.tasks import signature as signature_of
 from mmop.runtime.tasks.base import (
     ImagePreprocessor,
@@ -36,18 +38,6 @@ TEXT: Final = "text"
 DEFAULT_TEMPLATE: Final = "This is a photo of {}."  # as transformers' zero-shot pipeline
 _LABEL_CACHE_SIZE: Final = 4096
 _SIGMOID_MODELS: Final = ("siglip", "siglip2")  # trained with a sigmoid loss, not a softmax
-
-
-def _features(output: Any) -> Any:
-    """transformers 5 returns a model output whose pooler_output is the projection; 4 a tensor."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if pooled is None:
-        pooled = output[0]
-    return pooled
 
 
 class _ClipFamily(Task):
@@ -76,11 +66,22 @@ class _ClipFamily(Task):
         self.padding: bool | str = "max_length" if self.model_type in _SIGMOID_MODELS else True
         self.dims = int(getattr(loaded.config, "projection_dim", 0) or 0) or -1
 
-    def _encode_images(self, images: Sequence[Any]) -> Any:
-        pixels = stack_pixels(images, self.loaded)
-        return _features(self.loaded.model.get_image_features(pixel_values=pixels))
+    def graphs(self) -> dict[str, Graph]:
+        model = self.loaded.model
+        pixel = self.images(contract.tiny_png(), what="example image")
+        tokens = self._tokens(["a photo of a cat", "a diagram of two dogs on a sofa"])
+        return {
+            "image_features": Graph(
+                graphs.ImageFeatures(model),
+                {"pixel_values": stack_pixels([pixel, pixel.flip(-1)], self.loaded)},
+                {"pixel_values": (0,)},
+            ),
+            "text_features": Graph(
+                graphs.TextFeatures(model), tokens, {name: (0, 1) for name in tokens}
+            ),
+        }
 
-    def _encode_texts(self, texts: Sequence[str]) -> tuple[Any, list[int]]:
+    def _tokens(self, texts: Sequence[str]) -> dict[str, Any]:
         tokens = self.tokenizer(
             list(texts),
             padding=self.padding,
@@ -88,13 +89,20 @@ class _ClipFamily(Task):
             max_length=self.max_tokens,
             return_tensors="pt",
         )
-        tokens = {key: value.to(self.loaded.device) for key, value in tokens.items()}
+        return {
+            key: tokens[key].to(self.loaded.device)
+            for key in ("input_ids", "attention_mask")
+            if key in tokens
+        }
+
+    def _encode_images(self, images: Sequence[Any]) -> Any:
+        pixels = stack_pixels(images, self.loaded)
+        return self.runners["image_features"](pixel_values=pixels)
+
+    def _encode_texts(self, texts: Sequence[str]) -> tuple[Any, list[int]]:
+        tokens = self._tokens(texts)
         counts = tokens["attention_mask"].sum(dim=1).tolist() if "attention_mask" in tokens else []
-        features = _features(
-            self.loaded.model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
-            )
-        )
+        features = self.runners["text_features"](**tokens)
         return features, [int(c) for c in counts] or [self.max_tokens] * len(texts)
 
 

@@ -279,3 +279,61 @@ class TestIssue12Records:
         template = dep["spec"]["template"]["metadata"]["annotations"]
         assert naming.ANNOTATION_ROLE not in template
         assert naming.ANNOTATION_SERVING_SPEC not in template
+
+
+class TestBackends:
+    """spec.runtime.backend / quantization reach the runtime as env, and change the revision."""
+
+    @staticmethod
+    def _with(clip: models.MultimodalModel, **runtime: Any) -> models.MultimodalModel:
+        doc = clip.model_dump(by_alias=True, exclude_none=True, mode="json")
+        doc["spec"]["runtime"] |= runtime
+        doc["spec"]["resources"]["gpu"] = 0
+        doc["spec"].pop("autoscaling", None)  # its GPU metric needs a GPU
+        doc["spec"]["model"] |= {"task": "image-text-embedding", "dtype": "auto"}
+        return models.parse_model(doc)
+
+    def test_backend_and_quantization_become_env(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        onnx = _env(_build(self._with(clip, backend="onnxruntime"), options))
+        assert onnx[contract.ENV_BACKEND] == "onnxruntime"
+        assert contract.ENV_QUANTIZATION not in onnx
+        int8 = _env(_build(self._with(clip, quantization="int8"), options))
+        assert int8[contract.ENV_QUANTIZATION] == "int8"
+        assert contract.ENV_BACKEND not in int8
+        compiled = _env(_build(self._with(clip, backend="compile"), options))
+        assert compiled[contract.ENV_BACKEND] == "compile"
+
+    def test_defaults_leave_the_pod_template_as_before(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        # eager / none are the runtime's defaults: no env, so pods built before these fields
+        # existed are not restarted by an operator upgrade.
+        explicit = self._with(clip, backend="eager", quantization="none")
+        implicit = self._with(clip)
+        env = _env(_build(explicit, options))
+        assert contract.ENV_BACKEND not in env
+        assert contract.ENV_QUANTIZATION not in env
+        assert _build(explicit, options)["spec"] == _build(implicit, options)["spec"]
+
+    def test_a_backend_change_is_a_new_revision_and_a_new_pod_template(
+        self, clip: models.MultimodalModel, options: BuildOptions
+    ) -> None:
+        eager = self._with(clip)
+        for runtime in (
+            {"backend": "onnxruntime"},
+            {"backend": "compile"},
+            {"quantization": "int8"},
+        ):
+            changed = self._with(clip, **runtime)
+            assert changed.spec.revision() != eager.spec.revision()
+            annotations = _build(changed, options)["metadata"]["annotations"]
+            recorded = models.ServingSpec.model_validate_json(
+                annotations[naming.ANNOTATION_SERVING_SPEC]
+            )
+            assert recorded.revision() == changed.spec.revision()
+            assert (
+                _build(changed, options)["spec"]["template"]
+                != _build(eager, options)["spec"]["template"]
+            )
