@@ -316,7 +316,7 @@ def onnx_providers(device: Any, *, dtype: str, cache_root: Path | None) -> list[
     return [*providers, "CPUExecutionProvider"]
 
 
-def model_identity(loaded: LoadedModel, *, task: str) -> dict[str, Any]:
+def model_identity(loaded: LoadedModel) -> dict[str, Any]:
     """What an export depends on: the weights (hub commit, or the local files' names, sizes
     and modification times), the config, and the exporting software."""
     import torch
@@ -326,7 +326,9 @@ def model_identity(loaded: LoadedModel, *, task: str) -> dict[str, Any]:
     config = loaded.model.config
     identity: dict[str, Any] = {
         "format": ONNX_FORMAT,
-        "task": task,
+        # The class, not the task: the embedding and zero-shot tasks load the same CLIP class
+        # and export the same graphs, so they share the files.
+        "class": type(loaded.model).__name__,
         "source": source.location,
         "config": hashlib.sha256(config.to_json_string().encode()).hexdigest(),
         "torch": torch.__version__,
@@ -345,7 +347,7 @@ def model_identity(loaded: LoadedModel, *, task: str) -> dict[str, Any]:
 
 
 def onnx_cache_dir(loaded: LoadedModel, *, settings: RuntimeSettings, graph: str) -> Path:
-    identity = model_identity(loaded, task=settings.task) | {"graph": graph}
+    identity = model_identity(loaded) | {"graph": graph}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     return cache_root(settings) / "onnx" / f"{graph}-{key}"
 

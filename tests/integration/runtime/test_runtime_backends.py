@@ -147,6 +147,29 @@ class TestOnnxRuntime:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
         assert key(one) != first
 
+    def test_zero_shot_runs_in_onnxruntime_and_agrees(
+        self, onnx_embedding: Task, models: ModelStore, onnx_cache: Path
+    ) -> None:
+        from mmop.runtime.tasks.clip import ZeroShotTask
+
+        task_name = contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION
+        eager = load(models, task_name)
+        onnx = load(models, task_name, backend="onnxruntime", cache_dir=onnx_cache)
+        assert isinstance(onnx, ZeroShotTask) and isinstance(eager, ZeroShotTask)
+        report, first = onnx.loaded.backend_report, onnx_embedding.loaded.backend_report
+        assert report is not None and first is not None
+        # its own tiny model directory (another source), so its own export
+        assert sorted(report.files) == ["image_features", "text_features"]
+        assert isinstance(onnx.runners["image_features"], backends.OnnxRunner)
+        prompts = tuple(f"a photo of a {label}" for label in ("cat", "dog", "car", "tree"))
+        results = []
+        for task in (eager, onnx):
+            samples = [Sample("image", (task.images(i, what="image"), prompts)) for i in IMAGES]
+            with task.loaded.inference_context():
+                results.append(np.stack(task.forward(samples)))
+        assert (results[0].argmax(axis=1) == results[1].argmax(axis=1)).all()
+        assert np.abs(results[0] - results[1]).max() < 1e-4
+
     def test_classification_top1_agrees_with_eager(
         self, models: ModelStore, onnx_cache: Path, eager_scores: np.ndarray[Any, Any]
     ) -> None:
