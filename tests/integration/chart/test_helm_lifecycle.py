@@ -111,7 +111,10 @@ def test_install_upgrade_uninstall(cluster) -> None:
     role = cluster.get("role", "mmop", namespace="ml")
     assert ("mmop.io", "multimodalmodels", "watch") in _grants(role)
     cluster_role = cluster.get("clusterrole", "mmop-mmop-system")
-    assert {r for _, r, _ in _grants(cluster_role)} == {"customresourcedefinitions", "namespaces"}
+    # cluster-wide: CRDs, namespaces, and listing nodes and pods for the free GPUs (issue 17)
+    grants = _grants(cluster_role)
+    assert {r for _, r, _ in grants} == {"customresourcedefinitions", "namespaces", "nodes", "pods"}
+    assert {v for _, r, v in grants if r in ("nodes", "pods")} == {"list"}
     assert cluster.names("configmaps", namespace=NS) >= {"mmop-adapter-rules", "mmop-dashboard"}
 
     # --- upgrade back to the defaults: what was switched off is gone --------------------------

@@ -189,7 +189,14 @@ async def test_invalid_spec_is_reported_not_retried(
     assert await client.list_items(kube.DEPLOYMENT, namespace=namespace) == []
     since = apiserver.audit.last_index
     await more_passes(operator, 2)  # its loop passes again (resync 2 s) and writes nothing
-    assert [r for r in apiserver.audit.records(since=since) if r.namespace == namespace] == []
+    # kopf's own bookkeeping (its finalizer and annotations, user agent kopf/...) may land late
+    # under load; what must not happen is the reconcile (mmop's client) writing again.
+    written = [
+        r
+        for r in apiserver.audit.records(since=since)
+        if r.namespace == namespace and not (r.user_agent or "").startswith("kopf/")
+    ]
+    assert written == []
 
 
 async def test_delete_cleans_up(
