@@ -99,6 +99,29 @@ def batch_wait(
     return max(0.0, deadline - now)
 
 
+def forward_threads(
+    *,
+    full: int,
+    shared: int,
+    decoding: int,
+    decode_seconds: float | None,
+    forward_seconds: float | None,
+) -> int:
+    """Intra-op threads for the next forward pass on the CPU.
+
+    ``full`` when the forward pass has the cores to itself. While requests are being decoded
+    beside it (``decoding`` > 0) and the model is forward-light (its forward pass costs less
+    per sample, ``forward_seconds``, than decoding one request, ``decode_seconds``), only
+    ``shared``: the decoding needs a core, and torch's threads on an oversubscribed core wait
+    for each other at every operator (a tiny model's batch then takes 50x longer). A
+    forward-heavy model keeps ``full``: its forward pass is the work, and the decoding fits
+    beside it. Without both measurements, ``full``.
+    """
+    if shared >= full or decoding <= 0 or decode_seconds is None or forward_seconds is None:
+        return full
+    return shared if forward_seconds < decode_seconds else full
+
+
 def collate(
     queue: Sequence[W], *, max_batch_size: int, now: float, queue_timeout: float
 ) -> Collated[W]:
@@ -153,6 +176,16 @@ class BatchConfig:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_delay < 0 or self.queue_timeout <= 0 or self.stuck_after <= 0:
             raise ValueError("max_delay must be >= 0; queue_timeout and stuck_after > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadShare:
+    """The forward pass's CPU threads: ``full`` alone, ``shared`` beside decoding (see
+    ``forward_threads``); ``apply`` sets them (``torch.set_num_threads``) in the worker."""
+
+    full: int
+    shared: int
+    apply: Callable[[int], None]
 
 
 @dataclass(eq=False, slots=True)
@@ -243,8 +276,12 @@ class Batcher:
         observer: BatchObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str = "mmop-batcher",
+        threads: ThreadShare | None = None,
     ) -> None:
         self._forward = forward
+        self._threads = threads
+        self._threads_now = threads.full if threads is not None else 0
+        self._forward_seconds: float | None = None  # fastest forward pass seen, per sample
         self._config = config
         self._observer = observer
         self._clock = clock
@@ -402,6 +439,12 @@ class Batcher:
             if warmup:
                 # Unsplit: a warm-up that fails must fail loading, not be retried in halves.
                 self._warm_results = list(self._forward(warmup))
+                if self._threads is not None:
+                    # Timed again, now that lazy initialisation is done: the forward cost
+                    # that ``forward_threads`` starts from.
+                    started = time.perf_counter()
+                    self._forward(warmup)
+                    self._forward_seconds = (time.perf_counter() - started) / len(warmup)
         except BaseException as exc:
             self._warm_error = exc
             self._warm.set()
@@ -469,7 +512,29 @@ class Batcher:
             if collated.batch:
                 self._busy_since = now
                 self._previous_batch_requests = len({id(e.job) for e in collated.batch})
+                self._share_threads()
             return collated
+
+    def _share_threads(self) -> None:
+        """Under ``_cond``, before a batch: set the forward pass's threads (``forward_threads``)."""
+        share = self._threads
+        if share is None:
+            return
+        wanted = forward_threads(
+            full=share.full,
+            shared=share.shared,
+            decoding=self._incoming,
+            decode_seconds=self._decode_seconds,
+            forward_seconds=self._forward_seconds,
+        )
+        if wanted != self._threads_now:
+            share.apply(wanted)
+            self._threads_now = wanted
+
+    @property
+    def forward_thread_count(self) -> int:
+        """The intra-op threads the last forward pass was given (0: not managed here)."""
+        return self._threads_now
 
     def _run_batch(self, batch: list[_Entry]) -> None:
         start = self._clock()
@@ -495,6 +560,7 @@ class Batcher:
         """Run ``samples``; on an error, retry each half so one bad input or a CUDA OOM
         fails only the samples that cannot run."""
         start = self._clock()
+        started = time.perf_counter()
         try:
             results = list(self._forward(samples))
             if len(results) != len(samples):
@@ -515,6 +581,9 @@ class Batcher:
             log.error("%s: %s", message, _one_line(exc))
             error = exc if isinstance(exc, RuntimeFailure) else InferenceFailed(message)
             return [_Failure(error)]
+        per_sample = (time.perf_counter() - started) / len(samples)
+        if self._forward_seconds is None or per_sample < self._forward_seconds:
+            self._forward_seconds = per_sample
         if self._observer is not None and self._warm.is_set():
             self._observer.observe_batch(size=len(samples), seconds=self._clock() - start)
         return results

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from mmop.runtime import contract, loading, memory, preprocessing, protocol, tasks
-from mmop.runtime.batching import BatchConfig, Batcher
+from mmop.runtime.batching import BatchConfig, Batcher, ThreadShare
 from mmop.runtime.errors import LoadError, NotReady
 from mmop.runtime.metrics import Metrics, cuda_probes
 from mmop.runtime.protocol import InferRequest
@@ -135,6 +135,7 @@ class ModelLifecycle:
             ),
             observer=self.metrics,
             clock=self._clock,
+            threads=thread_share(settings, loaded),
         )
         warm_started = time.perf_counter()
         batcher.start(warmup=warmup.samples)
@@ -232,6 +233,24 @@ async def _in_daemon_thread(function: Callable[[], None], *, name: str) -> None:
 
     threading.Thread(target=target, name=name, daemon=True).start()
     await done
+
+
+def thread_share(settings: RuntimeSettings, loaded: loading.LoadedModel) -> ThreadShare | None:
+    """The forward pass's torch threads on a CPU device: all of them alone, fewer beside
+    decoding (``batching.forward_threads``). Decoding threads share one GIL, so they take
+    about one core; worker processes one each. None where torch's threads are not the
+    forward pass's (a GPU, ONNX Runtime's own pool) or there is nothing to share."""
+    if loaded.device.type != "cpu" or settings.backend == "onnxruntime":
+        return None
+    import torch
+
+    full = torch.get_num_threads()
+    processes = settings.preprocess_process_count(loaded.device.type)
+    decoding_cores = min(processes, full - 1) if processes else 1
+    shared = max(1, full - decoding_cores)
+    if shared >= full:
+        return None
+    return ThreadShare(full=full, shared=shared, apply=torch.set_num_threads)
 
 
 def _warmup_request(task: str) -> InferRequest:

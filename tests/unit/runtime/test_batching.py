@@ -14,8 +14,10 @@ import torch
 from mmop.runtime.batching import (
     BatchConfig,
     Batcher,
+    ThreadShare,
     batch_wait,
     collate,
+    forward_threads,
     split_halves,
 )
 from mmop.runtime.errors import InferenceFailed, NotReady, QueueTimeout
@@ -222,6 +224,26 @@ def test_batch_config_rejects_bad_values() -> None:
         BatchConfig(max_batch_size=0, max_delay=0.0, queue_timeout=1.0)
     with pytest.raises(ValueError, match="queue_timeout"):
         BatchConfig(max_batch_size=1, max_delay=0.0, queue_timeout=0.0)
+
+
+class TestForwardThreads:
+    measured = {"full": 4, "shared": 3, "decoding": 2}
+
+    def test_a_forward_light_model_leaves_a_core_to_decoding(self) -> None:
+        threads = forward_threads(forward_seconds=0.0001, decode_seconds=0.003, **self.measured)
+        assert threads == 3
+
+    def test_a_forward_heavy_model_keeps_every_thread(self) -> None:
+        threads = forward_threads(forward_seconds=0.05, decode_seconds=0.005, **self.measured)
+        assert threads == 4
+
+    def test_alone_or_unmeasured_the_forward_pass_has_every_thread(self) -> None:
+        light = {"full": 4, "shared": 3, "forward_seconds": 0.0001, "decode_seconds": 0.003}
+        assert forward_threads(decoding=0, **light) == 4
+        assert forward_threads(full=4, shared=3, decoding=2, decode_seconds=None,
+                               forward_seconds=0.0001) == 4  # fmt: skip
+        assert forward_threads(full=4, shared=3, decoding=2, decode_seconds=0.003,
+                               forward_seconds=None) == 4  # fmt: skip
 
 
 # --- the worker ---------------------------------------------------------------------------------
@@ -530,3 +552,62 @@ async def test_a_request_that_fails_to_decode_stops_being_waited_for(recorder: R
     finally:
         batcher.stop()
     assert recorder.batches == [[1]]
+
+
+def _threads_batcher(recorder: Recorder, *, forward_seconds: float) -> tuple[Batcher, list[int]]:
+    """A batcher whose fake model takes ``forward_seconds`` per batch and records the threads
+    it was given (``ThreadShare(full=4, shared=3)``)."""
+    current = [4]
+    seen: list[int] = []
+
+    def forward(samples: list[int]) -> list[int]:
+        seen.append(current[0])
+        time.sleep(forward_seconds)
+        return recorder.forward(samples)
+
+    def apply(threads: int) -> None:
+        current[0] = threads
+
+    config = BatchConfig(max_batch_size=8, max_delay=0.01, queue_timeout=10.0)
+    share = ThreadShare(full=4, shared=3, apply=apply)
+    return Batcher(forward, config=config, observer=recorder, threads=share), seen
+
+
+async def _decode_then_run_beside_another(batcher: Batcher, *, decode_seconds: float) -> None:
+    """One request decoded (teaching the decode time), one run while another decodes, and one
+    run alone."""
+    with batcher.incoming() as ticket:
+        samples = ticket.timed(lambda: time.sleep(decode_seconds) or [1])()
+        await batcher.submit(samples, admitted_at=time.monotonic(), ticket=ticket)
+    with batcher.incoming():  # another request being decoded, never queued
+        await batcher.submit([2], admitted_at=time.monotonic())
+    await batcher.submit([3], admitted_at=time.monotonic())
+
+
+async def test_a_forward_light_model_shares_the_cores_while_requests_decode(
+    recorder: Recorder,
+) -> None:
+    batcher, seen = _threads_batcher(recorder, forward_seconds=0.0)
+    batcher.start(warmup=[0])
+    try:
+        batcher.wait_warm(5)
+        await _decode_then_run_beside_another(batcher, decode_seconds=0.05)
+    finally:
+        batcher.stop()
+    # warm-up and its timed rerun, the first request alone, the second beside a decoding
+    # request (one thread left to it), the third alone again
+    assert seen == [4, 4, 4, 3, 4]
+    assert recorder.batches[2:] == [[1], [2], [3]]
+
+
+async def test_a_forward_heavy_model_keeps_its_threads_beside_decoding(
+    recorder: Recorder,
+) -> None:
+    batcher, seen = _threads_batcher(recorder, forward_seconds=0.05)
+    batcher.start(warmup=[0])
+    try:
+        batcher.wait_warm(5)
+        await _decode_then_run_beside_another(batcher, decode_seconds=0.005)
+    finally:
+        batcher.stop()
+    assert seen == [4, 4, 4, 4, 4]
