@@ -149,7 +149,7 @@ class ModelLifecycle:
             self.metrics.watch_gpu(utilization=utilization, memory_used=memory_used)
         count = settings.preprocess_process_count(loaded.device.type)
         if count:
-            pool = preprocessing.ProcessPool(settings, self._source, count)
+            pool = preprocessing.ProcessPool(settings, self._source, count, metrics=self.metrics)
             try:
                 pids = pool.start()
             except BaseException:
