@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mmop.runtime import backends, contract
-from mmop.runtime.errors import LoadError
+from mmop.runtime.errors import LoadError, one_line
 from mmop.runtime.settings import RuntimeSettings, available_cpus
 
 if TYPE_CHECKING:
@@ -341,8 +341,3 @@ def _load_parts(
             raise LoadError(
                 f"cannot load the {part.replace('_', ' ')} of {source.original}: {one_line(exc)}"
             ) from exc
-
-
-def one_line(exc: BaseException, *, limit: int = 500) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"

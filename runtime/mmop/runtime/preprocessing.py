@@ -26,7 +26,15 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
 
 from mmop.runtime import loading, protocol, tasks
-from mmop.runtime.errors import InvalidInput, LoadError, ModelNotFound, NotReady, detail, echo
+from mmop.runtime.errors import (
+    InvalidInput,
+    LoadError,
+    ModelNotFound,
+    NotReady,
+    detail,
+    echo,
+    one_line,
+)
 from mmop.runtime.metrics import Metrics
 from mmop.runtime.protocol import EmbeddingsRequest, InferRequest
 from mmop.runtime.settings import RuntimeSettings
@@ -105,7 +113,7 @@ def _preprocess(step: Callable[[Any], Prepared], argument: Any) -> Prepared:
     except Exception as exc:
         # Processors raise plain exceptions for inputs they cannot handle (odd image modes,
         # sizes); the input caused it, and the message says what the processor disliked.
-        log.warning("preprocessing failed: %s", loading.one_line(exc))
+        log.warning("preprocessing failed: %s", one_line(exc))
         raise InvalidInput(f"the input could not be preprocessed: {detail(exc)}") from exc
 
 
