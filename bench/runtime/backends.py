@@ -43,10 +43,6 @@ LABELS: Final = tuple(f"a photo of a {word}" for word in (*WORDS.split(), "city"
 QUALITY_IMAGES: Final = 32
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.runtime.backends", description=__doc__.split("\n\n")[0]
@@ -58,29 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"of {','.join(CONFIGS)} (default: eager,bf16,int8,onnxruntime,compile on CPU; "
         "eager,fp16,autocast,onnxruntime,compile on a GPU)",
     )
-    parser.add_argument("--concurrency", default="8,32")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
-    parser.add_argument("--duration", type=float, default=15.0, help="measurement window, s")
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--retries", type=int, default=1)
+    cli.add_shared_arguments(
+        parser, concurrency="8,32", warmup=5.0, retries=1, max_foreign=0.5, quiet_wait=0.0
+    )
     parser.add_argument(
         "--ready-timeout", type=float, default=900.0, help="longest start (export/compile), s"
     )
-    parser.add_argument(
-        "--max-foreign",
-        type=float,
-        default=0.5,
-        help="others' cores during a window before it is repeated (once), then kept and flagged",
-    )
-    parser.add_argument("--quiet-wait", type=float, default=0.0, help="longest wait for quiet")
-    parser.add_argument("--loadgen-cpus", default="")
-    parser.add_argument("--loadgen-nice", type=int, default=10)
-    parser.add_argument("--label", default="", help="name of the result file (default: time)")
-    parser.add_argument("--work-dir", type=Path, default=machine.RESULTS / "work")
     return parser
 
 
@@ -161,14 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     quality_images = inputs.make_images(count=QUALITY_IMAGES, seed=11)
     cache = work / "backend-cache"  # ONNX exports and inductor kernels, reused across rounds
     label = args.label or time.strftime("%Y%m%d-%H%M%S")
-    # What cli.run_level reads: its retry and contention policy.
-    level_args = argparse.Namespace(
-        retries=args.retries,
-        max_foreign=args.max_foreign,
-        quiet_wait=args.quiet_wait,
-        loadgen_cpus=args.loadgen_cpus,
-        loadgen_nice=args.loadgen_nice,
-    )
     report: dict[str, Any] = {
         "kind": "backends",
         "label": label,
@@ -199,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rounds"].append(this_round)
         for name in names:
             tag = f"[round {round_index + 1}/{args.rounds}] {CONFIGS[name][0]}"
-            log(tag)
+            cli.log(tag)
             config = servers.ServeConfig(
                 model_dir=model_dir,
                 max_batch_size=args.max_batch_size,
@@ -217,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
                     servers.KINDS["mmop"], config, log_dir=work / "logs"
                 ) as server:
                     entry["ready_s"] = time.monotonic() - started
-                    log(f"  ready in {entry['ready_s']:.1f} s")
+                    cli.log(f"  ready in {entry['ready_s']:.1f} s")
                     if round_index == 0:
                         answers = embeddings(server, quality_images)
                         if name == "eager":
                             reference = answers
                         assert reference is not None
                         entry["quality"] = agreement(answers, reference)
-                        log(f"  {entry['quality']}")
+                        cli.log(f"  {entry['quality']}")
                     for concurrency in levels:
                         result = cli.run_level(
                             server,
@@ -232,19 +203,19 @@ def main(argv: list[str] | None = None) -> int:
                             concurrency=concurrency,
                             warmup=args.warmup,
                             duration=args.duration,
-                            args=level_args,
+                            args=args,
                         )
-                        log(f"  {cli.describe_level(result)}")
+                        cli.log(f"  {cli.describe_level(result)}")
                         entry["levels"].append(result)
             except RuntimeError as exc:  # the server did not start: record why, go on
                 entry["error"] = str(exc)[-2000:]
-                log(f"  failed: {str(exc)[-500:]}")
+                cli.log(f"  failed: {str(exc)[-500:]}")
             this_round[name] = entry
             out.write_text(json.dumps(report, indent=2))
     report["summary"] = summarise(report, names=names, levels=levels)
     report["complete"] = True
     out.write_text(json.dumps(report, indent=2))
-    log(f"wrote {out}")
+    cli.log(f"wrote {out}")
     print(markdown(report, names=names, levels=levels))
     return 0
 

@@ -32,10 +32,6 @@ CONFIGS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.runtime.backends_inprocess")
     parser.add_argument("--size", default="base")
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = loading.load_model(settings, loading.preflight(settings))
         task = tasks.create_task(task_name, loaded, settings)
         load_seconds[name] = time.perf_counter() - started
-        log(f"{name}: {loaded.describe()}, loaded in {load_seconds[name]:.1f} s")
+        cli.log(f"{name}: {loaded.describe()}, loaded in {load_seconds[name]:.1f} s")
         loaded_tasks[name] = task
         batches[name] = [Sample("image", (task.images(i, what="image"), True)) for i in images]
 
@@ -103,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 forward(name)
                 count += args.batch_size
             rates[name].append(count / (time.perf_counter() - started))
-        log(
+        cli.log(
             f"window {window + 1}/{args.windows}: "
             + ", ".join(f"{n} {rates[n][-1]:.1f}" for n in names)
         )
@@ -133,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     machine.RESULTS.mkdir(parents=True, exist_ok=True)
     out = machine.RESULTS / f"backends-inprocess-{label}.json"
     out.write_text(json.dumps(report, indent=2))
-    log(f"wrote {out}")
+    cli.log(f"wrote {out}")
     print("| configuration | img/s | vs eager fp32 (paired windows) | min cosine | load |")
     print("| --- | --- | --- | --- | --- |")
     for name in names:

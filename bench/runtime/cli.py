@@ -41,16 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short windows, fewer configs")
     parser.add_argument("--models", default=",".join(MODELS), help="base,tiny")
     parser.add_argument("--servers", default=",".join(SERVERS), help=",".join(SERVERS))
-    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds before each window")
-    parser.add_argument("--duration", type=float, default=15.0, help="measurement window, s")
-    parser.add_argument("--limit-seconds", type=float, default=12.0)
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-delay-ms", type=float, default=5.0)
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch threads in every server (0: all CPUs)"
+    add_shared_arguments(
+        parser,
+        concurrency=",".join(map(str, CONCURRENCY)),
+        warmup=4.0,
+        retries=2,
+        max_foreign=0.25,
+        quiet_wait=900.0,
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--limit-seconds", type=float, default=12.0)
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     parser.add_argument(
         "--mmop-arg", action="append", default=[], help="extra mmop-runtime option (repeatable)"
@@ -65,19 +64,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure mmop-runtime as of this commit (before/after tuning, same run)",
     )
     parser.add_argument("--server-cpus", default="", help="affinity of the servers, e.g. 0-1")
+    parser.add_argument("--max-load", type=float, default=0.7, help="1-min load to start at")
+    parser.add_argument("--no-render", action="store_true", help="skip docs/benchmarks.md")
+    return parser
+
+
+def add_shared_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    concurrency: str,
+    warmup: float,
+    retries: int,
+    max_foreign: float,
+    quiet_wait: float,
+) -> None:
+    """The options of every benchmark that drives servers with ``run_level`` (this one and
+    ``bench.runtime.backends``): the servers' batching and device, the windows, the rounds, the
+    retry and contention policy ``run_level`` reads, and where results go. The defaults that
+    differ between the two are arguments."""
+    parser.add_argument("--concurrency", default=concurrency)
+    parser.add_argument("--warmup", type=float, default=warmup, help="seconds before each window")
+    parser.add_argument("--duration", type=float, default=15.0, help="measurement window, s")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-delay-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads in every server (0: all CPUs)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--loadgen-cpus", default="", help="affinity of the load generator")
     parser.add_argument("--loadgen-nice", type=int, default=10)
-    parser.add_argument("--max-load", type=float, default=0.7, help="1-min load to start at")
-    parser.add_argument("--max-foreign", type=float, default=0.25, help="others' cores, max")
-    parser.add_argument("--quiet-wait", type=float, default=900.0, help="longest wait, s")
-    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument(
+        "--max-foreign",
+        type=float,
+        default=max_foreign,
+        help="others' cores during a window before it is repeated (--retries times), then "
+        "kept and flagged",
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=quiet_wait, help="longest wait for quiet, s"
+    )
+    parser.add_argument("--retries", type=int, default=retries)
     parser.add_argument(
         "--rounds", type=int, default=2, help="repeat the whole matrix; tables show medians"
     )
     parser.add_argument("--label", default="", help="name of the result file (default: time)")
     parser.add_argument("--work-dir", type=Path, default=machine.RESULTS / "work")
-    parser.add_argument("--no-render", action="store_true", help="skip docs/benchmarks.md")
-    return parser
 
 
 def cpu_list(text: str) -> tuple[int, ...]:

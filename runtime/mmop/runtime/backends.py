@@ -22,15 +22,15 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mmop.runtime import contract
-from mmop.runtime.errors import LoadError
+from mmop.runtime.errors import LoadError, one_line
 
 if TYPE_CHECKING:
-    from mmop.runtime.loading import LoadedModel
     from mmop.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,32 @@ MIN_AGREEMENT: Final = {ONNXRUNTIME: 0.999, COMPILE: 0.99}
 _BF16_FLAGS: Final = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (AVX-512 / AMX), Arm (FEAT_BF16)
 
 Runner = Callable[..., Any]
+
+
+class Source(Protocol):
+    """What binding reads of where a model came from (``loading.ModelSource``)."""
+
+    @property
+    def original(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # "local" or "hub"
+    @property
+    def location(self) -> str: ...
+    @property
+    def revision(self) -> str | None: ...
+
+
+class Loaded(Protocol):
+    """What binding reads of a loaded model (``loading.LoadedModel`` is one). This module sits
+    below loading, which checks the options here before it reads a weight."""
+
+    @property
+    def model(self) -> Any: ...  # torch.nn.Module
+    @property
+    def source(self) -> Source: ...
+    @property
+    def device(self) -> Any: ...  # torch.device
+    def inference_context(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +204,7 @@ def quantize_int8(model: Any) -> Any:
 
 
 def bind(
-    graphs: Mapping[str, Graph], *, loaded: LoadedModel, settings: RuntimeSettings
+    graphs: Mapping[str, Graph], *, loaded: Loaded, settings: RuntimeSettings
 ) -> tuple[dict[str, Runner], BackendReport]:
     """A runner per graph for ``settings.backend``, each checked against eager at load."""
     report = BackendReport(settings.backend)
@@ -218,7 +244,7 @@ def bind(
     return runners, report
 
 
-def _agreement(runner: Runner, graph: Graph, expected: Any, *, loaded: LoadedModel) -> float:
+def _agreement(runner: Runner, graph: Graph, expected: Any, *, loaded: Loaded) -> float:
     import torch
 
     with loaded.inference_context():
@@ -235,7 +261,7 @@ def _agreement(runner: Runner, graph: Graph, expected: Any, *, loaded: LoadedMod
 
 
 def _compiled_runner(
-    name: str, graph: Graph, *, loaded: LoadedModel, settings: RuntimeSettings
+    name: str, graph: Graph, *, loaded: Loaded, settings: RuntimeSettings
 ) -> Runner:
     import torch
 
@@ -258,8 +284,6 @@ def _compiled_runner(
             for inputs in (graph.example, single):
                 compiled(**inputs)  # type: ignore[no-untyped-call]
     except Exception as exc:
-        from mmop.runtime.loading import one_line
-
         raise LoadError(
             f"backend compile cannot compile the {name} graph of {loaded.source.original}: "
             f"{one_line(exc)}"
@@ -316,7 +340,7 @@ def onnx_providers(device: Any, *, dtype: str, cache_root: Path | None) -> list[
     return [*providers, "CPUExecutionProvider"]
 
 
-def model_identity(loaded: LoadedModel) -> dict[str, Any]:
+def model_identity(loaded: Loaded) -> dict[str, Any]:
     """What an export depends on: the weights (hub commit, or the local files' names, sizes
     and modification times), the config, and the exporting software."""
     import torch
@@ -346,7 +370,7 @@ def model_identity(loaded: LoadedModel) -> dict[str, Any]:
     return identity
 
 
-def onnx_cache_dir(loaded: LoadedModel, *, settings: RuntimeSettings, graph: str) -> Path:
+def onnx_cache_dir(loaded: Loaded, *, settings: RuntimeSettings, graph: str) -> Path:
     identity = model_identity(loaded) | {"graph": graph}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     return cache_root(settings) / "onnx" / f"{graph}-{key}"
@@ -429,14 +453,12 @@ def _onnx_runner(
     name: str,
     graph: Graph,
     *,
-    loaded: LoadedModel,
+    loaded: Loaded,
     settings: RuntimeSettings,
     report: BackendReport,
 ) -> Runner:
     import onnxruntime
     import torch
-
-    from mmop.runtime.loading import one_line
 
     directory = onnx_cache_dir(loaded, settings=settings, graph=name)
     path = directory / ONNX_FILE

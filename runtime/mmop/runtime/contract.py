@@ -134,6 +134,8 @@ METRIC_MODEL_LOAD: Final = "mmop_model_load_seconds"
 METRIC_GPU_UTILIZATION: Final = "mmop_gpu_utilization_percent"
 METRIC_GPU_MEMORY_USED: Final = "mmop_gpu_memory_used_bytes"
 METRIC_RECEIVING: Final = "mmop_receiving_requests"  # gauge: bodies arriving, not yet admitted
+# Counter: the preprocessing worker processes replaced after one died (--preprocess-processes).
+METRIC_PREPROCESS_WORKERS_REPLACED: Final = "mmop_preprocess_workers_replaced"
 # Derived by prometheus-adapter (rate of mmop_requests_total) for the HPA Pods metric.
 METRIC_REQUESTS_PER_SECOND: Final = "mmop_requests_per_second"
 # Labels on mmop_requests_total.

@@ -36,6 +36,12 @@ def detail(text: object, *, limit: int = MAX_DETAIL_CHARS) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def one_line(exc: BaseException, *, limit: int = 500) -> str:
+    """An exception's text on one line, cut to ``limit`` characters: for logs and load errors."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class RuntimeFailure(Exception):
     """Base class of every error the data plane raises on purpose."""
 

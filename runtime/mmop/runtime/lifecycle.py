@@ -17,7 +17,7 @@ import orjson
 
 from mmop.runtime import contract, loading, memory, preprocessing, protocol, tasks
 from mmop.runtime.batching import BatchConfig, Batcher, ThreadShare
-from mmop.runtime.errors import LoadError, NotReady
+from mmop.runtime.errors import LoadError, NotReady, one_line
 from mmop.runtime.metrics import Metrics, cuda_probes
 from mmop.runtime.protocol import InferRequest
 from mmop.runtime.settings import RuntimeSettings
@@ -102,7 +102,7 @@ class ModelLifecycle:
             self._fail(exc.message)
             raise
         except Exception as exc:
-            self._fail(loading.one_line(exc))
+            self._fail(one_line(exc))
             raise LoadError(self._failure) from exc
 
     def _fail(self, reason: str) -> None:
@@ -143,14 +143,14 @@ class ModelLifecycle:
             task.postprocess(warmup, batcher.wait_warm())
         except Exception as exc:
             batcher.stop()
-            raise LoadError(f"the warm-up batch failed: {loading.one_line(exc)}") from exc
+            raise LoadError(f"the warm-up batch failed: {one_line(exc)}") from exc
         self.metrics.set_model_load_seconds(loaded.load_seconds)
         if loaded.device.type == "cuda":
             utilization, memory_used = cuda_probes(loaded.device.index or 0)
             self.metrics.watch_gpu(utilization=utilization, memory_used=memory_used)
         count = settings.preprocess_process_count(loaded.device.type)
         if count:
-            pool = preprocessing.ProcessPool(settings, self._source, count)
+            pool = preprocessing.ProcessPool(settings, self._source, count, metrics=self.metrics)
             try:
                 pids = pool.start()
             except BaseException:

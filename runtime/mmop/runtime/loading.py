@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mmop.runtime import backends, contract
-from mmop.runtime.errors import LoadError
+from mmop.runtime.errors import LoadError, one_line
 from mmop.runtime.settings import RuntimeSettings, available_cpus
 
 if TYPE_CHECKING:
@@ -250,20 +250,27 @@ def load_model(
     return loaded
 
 
-def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
+def _transformers(settings: RuntimeSettings, source: ModelSource) -> tuple[Any, dict[str, Any]]:
+    """What both loads start with: transformers, quiet, and the options every ``from_pretrained``
+    call takes (remote code; for a hub source its revision and the cache)."""
     transformers: Any = importlib.import_module("transformers")
     # transformers' own warnings (generation defaults and the like) would be multi-line noise.
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    _fit_cpu_threads()
-    device = select_device(settings.device)
-    backends.check_options(settings, device)
-    weight_dtype, autocast_dtype = select_dtypes(settings.dtype, device)
     hub: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
     if source.kind == "hub":
         hub["revision"] = source.revision
         if settings.cache_dir is not None:
             hub["cache_dir"] = str(settings.cache_dir)
+    return transformers, hub
+
+
+def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
+    transformers, hub = _transformers(settings, source)
+    _fit_cpu_threads()
+    device = select_device(settings.device)
+    backends.check_options(settings, device)
+    weight_dtype, autocast_dtype = select_dtypes(settings.dtype, device)
     auto_class_name, parts = TASK_AUTO_CLASSES[settings.task]
     auto_class = getattr(transformers, auto_class_name)
     try:
@@ -296,14 +303,7 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
 def _load_without_weights(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
     import torch
 
-    transformers: Any = importlib.import_module("transformers")
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    hub: dict[str, Any] = {"trust_remote_code": settings.trust_remote_code}
-    if source.kind == "hub":
-        hub["revision"] = source.revision
-        if settings.cache_dir is not None:
-            hub["cache_dir"] = str(settings.cache_dir)
+    transformers, hub = _transformers(settings, source)
     auto_class_name, parts = TASK_AUTO_CLASSES[settings.task]
     config = transformers.AutoConfig.from_pretrained(source.location, **hub)
     with torch.device("meta"):
@@ -341,8 +341,3 @@ def _load_parts(
             raise LoadError(
                 f"cannot load the {part.replace('_', ' ')} of {source.original}: {one_line(exc)}"
             ) from exc
-
-
-def one_line(exc: BaseException, *, limit: int = 500) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"

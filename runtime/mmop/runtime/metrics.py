@@ -109,6 +109,13 @@ class Metrics:
             registry=self.registry,
         )
         self._receiving = self.receiving.labels(model)
+        self.preprocess_workers_replaced = Counter(
+            contract.METRIC_PREPROCESS_WORKERS_REPLACED,
+            "Times the preprocessing worker processes were replaced because one of them died",
+            labels,
+            registry=self.registry,
+        )
+        self._preprocess_workers_replaced = self.preprocess_workers_replaced.labels(model)
         # Quality gate (mirroring, on a canary): labels as the operator reads them, no model.
         self.quality_score = Summary(
             contract.METRIC_QUALITY_SCORE,
@@ -141,6 +148,9 @@ class Metrics:
 
     def add_receiving(self, change: int) -> None:
         self._receiving.inc(change)
+
+    def count_preprocess_workers_replaced(self) -> None:
+        self._preprocess_workers_replaced.inc()
 
     def set_queue_depth(self, depth: int) -> None:
         self._queue_depth.set(depth)

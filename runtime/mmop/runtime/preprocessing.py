@@ -26,7 +26,16 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
 
 from mmop.runtime import loading, protocol, tasks
-from mmop.runtime.errors import InvalidInput, LoadError, ModelNotFound, NotReady, detail, echo
+from mmop.runtime.errors import (
+    InvalidInput,
+    LoadError,
+    ModelNotFound,
+    NotReady,
+    detail,
+    echo,
+    one_line,
+)
+from mmop.runtime.metrics import Metrics
 from mmop.runtime.protocol import EmbeddingsRequest, InferRequest
 from mmop.runtime.settings import RuntimeSettings
 from mmop.runtime.tasks.base import EmbedsItems, Prepared, Task
@@ -104,7 +113,7 @@ def _preprocess(step: Callable[[Any], Prepared], argument: Any) -> Prepared:
     except Exception as exc:
         # Processors raise plain exceptions for inputs they cannot handle (odd image modes,
         # sizes); the input caused it, and the message says what the processor disliked.
-        log.warning("preprocessing failed: %s", loading.one_line(exc))
+        log.warning("preprocessing failed: %s", one_line(exc))
         raise InvalidInput(f"the input could not be preprocessed: {detail(exc)}") from exc
 
 
@@ -154,21 +163,27 @@ def _embeddings_job(body: bytes) -> tuple[EmbeddingsRequest, Prepared]:
 class ProcessPool:
     """``processes`` worker processes (spawned: a forked torch is not safe) that run the
     preprocessing step. A pool whose worker died (killed for memory, a crash in a native
-    decoder) is replaced; the requests it held fail with 503 and their clients may retry."""
+    decoder) is replaced (counted in ``metrics``); the requests it held fail with 503 and their
+    clients may retry."""
 
     def __init__(
-        self, settings: RuntimeSettings, source: loading.ModelSource, processes: int
+        self,
+        settings: RuntimeSettings,
+        source: loading.ModelSource,
+        processes: int,
+        *,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.source = source
         self.processes = processes
+        self.metrics = metrics
         self._lock = threading.Lock()
         context = multiprocessing.get_context("spawn")
         self._context = context
         self._started = context.Barrier(processes)
         self._pool = self._new_pool()
         self.pids: list[int] = []
-        self.replaced = 0
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
@@ -216,7 +231,7 @@ class ProcessPool:
             log.error("a preprocessing worker process died; starting a new pool")
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            self.replaced += 1
+            self.metrics.count_preprocess_workers_replaced()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

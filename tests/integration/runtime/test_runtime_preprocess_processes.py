@@ -7,7 +7,6 @@ import base64
 import io
 import os
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,8 @@ from PIL import Image
 
 from mmop.runtime import contract, loading, protocol, tasks
 from mmop.runtime.settings import RuntimeSettings
-from tests.support.runtime import ModelStore, RuntimeServer
+from tests.support.runtime import ModelStore, RuntimeServer, metric_value
+from tests.support.wait import wait_until
 
 
 def png(seed: int, size: tuple[int, int] = (40, 30)) -> str:
@@ -152,16 +152,21 @@ def test_bad_input_is_reported_from_a_worker_like_from_a_thread(
 
 def test_a_worker_that_dies_is_replaced_and_serving_goes_on(pooled_server: RuntimeServer) -> None:
     body = REQUESTS[contract.TASK_IMAGE_TEXT_EMBEDDING]
+    replaced = contract.METRIC_PREPROCESS_WORKERS_REPLACED + "_total"
+    before = metric_value(pooled_server.metrics(), replaced)
     old = {w.pid for w in _workers(pooled_server)}
     assert old
     os.kill(next(iter(old)), signal.SIGKILL)
-    codes = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    codes: list[int] = []
+
+    def served_after_the_replacement() -> bool:
+        # A surviving worker may still answer before the pool notices the death: only a 200
+        # after the replacement shows that serving goes on.
         codes.append(_infer(pooled_server, body).status_code)
-        if codes[-1] == 200:
-            break
-    assert codes[-1] == 200, codes
+        return codes[-1] == 200 and metric_value(pooled_server.metrics(), replaced) > before
+
+    wait_until(served_after_the_replacement, within=120, what="a 200 from the new pool")
+    assert metric_value(pooled_server.metrics(), replaced) == before + 1
     assert set(codes) <= {200, 503}, codes  # a request the dead pool held may get 503
     new = {w.pid for w in _workers(pooled_server)}
     assert new and not (new & old), (old, new)

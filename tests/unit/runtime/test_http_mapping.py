@@ -113,6 +113,8 @@ def test_metrics_use_contract_names_in_a_private_registry() -> None:
         contract.METRIC_GPU_MEMORY_USED,
     ):
         assert f"# TYPE {name} " in text
+    # a counter's series exists at 0 from the start (a missing series is not a zero)
+    assert f'{contract.METRIC_PREPROCESS_WORKERS_REPLACED}_total{{model="a"}} 0.0' in text
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:

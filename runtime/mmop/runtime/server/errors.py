@@ -24,8 +24,8 @@ from mmop.runtime.errors import (
     QueueTimeout,
     RuntimeFailure,
     Unauthorized,
+    one_line,
 )
-from mmop.runtime.loading import one_line
 from mmop.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)

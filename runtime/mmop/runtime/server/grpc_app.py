@@ -35,8 +35,8 @@ from mmop.runtime.errors import (
     QueueTimeout,
     RuntimeFailure,
     Unauthorized,
+    one_line,
 )
-from mmop.runtime.loading import one_line
 from mmop.runtime.server.errors import status_of
 from mmop.runtime.server.middleware import is_genuine_smoke_test
 from mmop.runtime.server.oip import oip_v2_pb2 as pb

@@ -306,30 +306,49 @@ def snap(requests: float) -> models.MetricsSnapshot:
     )
 
 
+def swap_in(
+    v2: models.MultimodalModelSpec, *, replicas: int = 2
+) -> tuple[machine.Decision, machine.Decision]:
+    """A Swap canary's first pod, with no GPU spare: the stable lends a replica (t=10), then
+    the lent pod is gone and its GPU free (t=12). Both decisions."""
+    lent = decide(v2, stable_v1(replicas), at=10, versions={"v1": obs_of(replicas)}, free_gpus=0)
+    landed = decide(v2, lent.status, at=12, versions={"v1": obs_of(replicas - 1)}, free_gpus=1)
+    return lent, landed
+
+
+def verified(
+    v2: models.MultimodalModelSpec,
+    status: models.MultimodalModelStatus,
+    *,
+    versions: dict[str, VersionObservation],
+) -> machine.Decision:
+    """The canary up and its smoke test passed (t=20, no GPU free): its first step."""
+    return decide(
+        v2,
+        status,
+        at=20,
+        versions=versions,
+        free_gpus=0,
+        smoke=SmokeResult(True, "ok"),
+        metrics=snap(0),
+    )
+
+
 class TestSwapRollout:
     def test_no_spare_gpu_swaps_replica_by_replica_then_promotes(self) -> None:
         v2 = gpu_spec("v2")
-        d = decide(v2, stable_v1(), at=10, versions={"v1": obs_of(2)}, free_gpus=0)
-        cap = d.status.rollout.capacity if d.status.rollout else None
+        lent, d = swap_in(v2)
+        cap = lent.status.rollout.capacity if lent.status.rollout else None
         assert cap is not None and cap.mode == models.CapacityMode.SWAP
         assert (cap.lent_replicas, cap.canary_replicas) == (1, 0)
-        assert "ReplicaLent" in [e.reason for e in d.events]
+        assert "ReplicaLent" in [e.reason for e in lent.events]
         # the stable gives one replica up; the canary has no Deployment until its GPU is free
-        assert planned(v2, d.status) == {"v1": 1}
+        assert planned(v2, lent.status) == {"v1": 1}
         # the lent pod is gone: its GPU is the canary's
-        d = decide(v2, d.status, at=12, versions={"v1": obs_of(1)}, free_gpus=1)
         assert planned(v2, d.status) == {"v1": 1, "v2": 1}
         # verified, first step; the stable keeps its last replica at every weight
         up = {"v1": obs_of(1), "v2": obs_of(1)}
-        d = decide(
-            v2,
-            d.status,
-            at=20,
-            versions=up,
-            free_gpus=0,
-            smoke=SmokeResult(True, "ok"),
-            metrics=snap(0),
-        )
+        d = verified(v2, d.status, versions=up)
         assert d.status.canary_weight == 50
         d = decide(v2, d.status, at=31, versions=up, free_gpus=0, metrics=snap(20))
         assert d.status.canary_weight == 100
@@ -344,8 +363,7 @@ class TestSwapRollout:
 
     def test_rollback_gives_every_replica_back_to_the_stable(self) -> None:
         v2 = gpu_spec("v2")
-        d = decide(v2, stable_v1(), at=10, versions={"v1": obs_of(2)}, free_gpus=0)
-        d = decide(v2, d.status, at=12, versions={"v1": obs_of(1)}, free_gpus=1)
+        _, d = swap_in(v2)
         assert planned(v2, d.status) == {"v1": 1, "v2": 1}
         # the canary never comes up: rolled back after the deadline
         broken = {"v1": obs_of(1), "v2": obs_of(1, ready=0)}
@@ -357,18 +375,9 @@ class TestSwapRollout:
 
     def test_the_weight_waits_for_a_lent_replica_in_flight(self) -> None:
         v2 = gpu_spec("v2", replicas=4, steps=[25, 50, 100])
-        d = decide(v2, stable_v1(4), at=10, versions={"v1": obs_of(4)}, free_gpus=0)
-        d = decide(v2, d.status, at=12, versions={"v1": obs_of(3)}, free_gpus=1)
+        _, d = swap_in(v2, replicas=4)
         up = {"v1": obs_of(3), "v2": obs_of(1)}
-        d = decide(
-            v2,
-            d.status,
-            at=20,
-            versions=up,
-            free_gpus=0,
-            smoke=SmokeResult(True, "ok"),
-            metrics=snap(0),
-        )
+        d = verified(v2, d.status, versions=up)
         assert d.status.canary_weight == 25
         d = decide(v2, d.status, at=31, versions=up, free_gpus=0, metrics=snap(20))
         assert d.status.canary_weight == 50
