@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     machine.RESULTS.mkdir(parents=True, exist_ok=True)
     out = machine.RESULTS / f"backends-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     reference: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None
     for round_index in range(args.rounds):
         this_round: dict[str, Any] = {}

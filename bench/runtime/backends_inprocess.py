@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     machine.RESULTS.mkdir(parents=True, exist_ok=True)
     out = machine.RESULTS / f"backends-inprocess-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     cli.log(f"wrote {out}")
     print("| configuration | img/s | vs eager fp32 (paired windows) | min cosine | load |")

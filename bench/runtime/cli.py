@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     mmop_env = tuple((key, value) for key, _, value in (e.partition("=") for e in args.mmop_env))
     out = machine.RESULTS / f"runtime-{label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     sizes = args.models.split(",")
     raw: dict[str, dict[str, Any]] = {
         size: {"limit": [], "servers": {}, "checks": {}} for size in sizes

@@ -6,7 +6,6 @@ wrong; nothing here trusts a size a file claims before checking it against a lim
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import re
@@ -15,6 +14,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmop.runtime.errors import InvalidInput, detail
@@ -67,7 +67,7 @@ def decode_base64(value: str | bytes, *, what: str) -> bytes:
     if b"\n" in raw or b"\r" in raw or b" " in raw:
         raw = _WHITESPACE.sub(b"", raw)
     try:
-        data = base64.b64decode(raw, validate=True)
+        data = pybase64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(f"{what} is not valid base64 ({exc})") from None
     if not data:

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
@@ -45,6 +46,7 @@ T = TypeVar("T")
 
 # How long a worker may take to start (import torch and transformers, load the processors).
 WORKER_START_TIMEOUT: Final = 300.0
+PARENT_CHECK_SECONDS: Final = 1.0  # how often a worker looks whether the serving process lives
 
 
 # --- the step itself (any process) ------------------------------------------------------------
@@ -129,6 +131,11 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     import torch
     import torch.multiprocessing  # registers the shared-memory tensor reductions
 
+    _exit_with(os.getppid())
+    if os.environ.get("MMOP_EXP_COPY") == "1":
+        from multiprocessing.reduction import ForkingPickler
+
+        ForkingPickler.register(torch.Tensor, _tensor_by_copy)
     torch.set_num_threads(1)
     # Preprocessing never runs the model: no export, compilation or quantization here (the
     # serving process applies the backend to the real weights).
@@ -136,6 +143,28 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     loaded = loading.load_model(settings, source, weights=False)
     _worker = (tasks.create_task(settings.task, loaded, settings), settings)
     _started = started
+
+
+def _tensor_by_copy(tensor: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    import torch
+
+    return torch.from_numpy, (tensor.detach().contiguous().numpy(),)
+
+
+def _exit_with(parent: int, *, every: float = PARENT_CHECK_SECONDS) -> threading.Thread:
+    """In a worker process: exit as soon as ``parent`` (the serving process) is gone. A serving
+    process killed outright (SIGKILL, a crash) cannot shut its pool down, and a worker waiting
+    for its next job would wait for ever, holding its memory. (Not ``PR_SET_PDEATHSIG``: that
+    fires when the *thread* that started the worker ends, and the pool starts from a thread.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="mmop-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _started_job() -> int:

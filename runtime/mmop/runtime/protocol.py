@@ -165,16 +165,22 @@ def loads_object(body: bytes) -> dict[str, Any]:
     return document
 
 
+_OPEN_ARRAY, _OPEN_OBJECT, _COMMA = b"[{,"
+
+
 def check_json_size(body: bytes) -> None:
     """Refuse a body holding more JSON values or containers than a request needs, before parsing.
 
-    Counting ``[``, ``{`` and ``,`` runs at memchr speed and over-counts only those inside
-    strings; only a body over a limit by that count is counted again without what its strings
-    hold, string by string, without copying (each string is a value too, so that loop stops
-    after ``MAX_JSON_VALUES`` strings).
+    Counting ``[``, ``{`` and ``,`` (numpy, vectorised and without the GIL) over-counts only
+    those inside strings; only a body over a limit by that count is counted again without what
+    its strings hold, string by string, without copying (each string is a value too, so that
+    loop stops after ``MAX_JSON_VALUES`` strings).
     """
-    containers = body.count(b"[") + body.count(b"{")
-    commas = body.count(b",")
+    view = np.frombuffer(body, dtype=np.uint8)
+    containers = int(np.count_nonzero(view == _OPEN_ARRAY)) + int(
+        np.count_nonzero(view == _OPEN_OBJECT)
+    )
+    commas = int(np.count_nonzero(view == _COMMA))
     if containers <= MAX_JSON_CONTAINERS and containers + commas <= MAX_JSON_VALUES:
         return
     for position, match in enumerate(_JSON_STRING.finditer(body)):

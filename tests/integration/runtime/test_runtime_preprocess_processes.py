@@ -190,3 +190,25 @@ def test_a_worker_of_an_accelerated_model_preprocesses_without_the_backend(
         worker_task, worker_settings, orjson.dumps(REQUESTS[task]), None
     )
     assert [s.kind for s in prepared.samples] == ["image", "image", "text"]
+
+
+def test_workers_exit_when_the_serving_process_is_killed(
+    models: ModelStore, start_server: Callable[..., RuntimeServer]
+) -> None:
+    """A serving process killed outright cannot shut its pool down; its workers must not live
+    on (each holds a model's processors in memory) waiting for jobs that never come."""
+    server = start_server(
+        model=models.get(contract.TASK_IMAGE_TEXT_EMBEDDING),
+        task=contract.TASK_IMAGE_TEXT_EMBEDDING,
+        args=("--name", "clip", "--preprocess-processes", "1"),
+    )
+    server.wait_ready()
+    workers = _workers(server)
+    assert len(workers) == 1, workers
+    server.process.kill()
+    server.process.wait(30)
+
+    def gone() -> bool:
+        return not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+    wait_until(gone, within=30, what="the worker process to exit after its server was killed")
