@@ -7,15 +7,17 @@ processes. One Python process decodes on about one core whatever its thread coun
 JSON and the image processors' numpy steps hold the GIL. Each worker process loads the task's
 processors (tokenizer, image or feature processor) and a weightless copy of the model (built
 from its config on the ``meta`` device: no memory, no download), runs the very same functions,
-and sends back the request without its input bytes and the samples; torch tensors travel
-through shared memory (``torch.multiprocessing``'s reductions), so a preprocessed image is not
-copied through a pipe. The forward pass stays in the serving process, in the batcher's worker.
+and sends back the request without its input bytes and the samples; torch tensors over 64 KiB
+travel through shared memory (``torch.multiprocessing``'s reductions), so a preprocessed image
+is not copied through a pipe; smaller ones are copied, which costs less than sharing them. The
+forward pass stays in the serving process, in the batcher's worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -24,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Final, TypeVar
 
 from mmop.runtime import loading, protocol, tasks
@@ -46,6 +49,7 @@ T = TypeVar("T")
 
 # How long a worker may take to start (import torch and transformers, load the processors).
 WORKER_START_TIMEOUT: Final = 300.0
+COPY_TENSOR_BYTES: Final = 64 * 1024  # a worker's tensors up to this size travel by copy
 PARENT_CHECK_SECONDS: Final = 1.0  # how often a worker looks whether the serving process lives
 
 
@@ -132,10 +136,7 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     import torch.multiprocessing  # registers the shared-memory tensor reductions
 
     _exit_with(os.getppid())
-    if os.environ.get("MMOP_EXP_COPY") == "1":
-        from multiprocessing.reduction import ForkingPickler
-
-        ForkingPickler.register(torch.Tensor, _tensor_by_copy)
+    ForkingPickler.register(torch.Tensor, _send_tensor)
     torch.set_num_threads(1)
     # Preprocessing never runs the model: no export, compilation or quantization here (the
     # serving process applies the backend to the real weights).
@@ -145,10 +146,19 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     _started = started
 
 
-def _tensor_by_copy(tensor: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+def _send_tensor(tensor: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """How a worker sends a tensor back: a small one copied through the pipe (as numpy bytes),
+    a large one through shared memory. Sharing costs a file and a descriptor passed over a
+    socket per tensor: measured 1.3 ms for a 12 KB tensor against 0.2 ms copied, but 1.2 ms
+    against 2.6 ms copied at 224x224x3 floats (600 KB)."""
     import torch
+    from torch.multiprocessing.reductions import reduce_tensor
 
-    return torch.from_numpy, (tensor.detach().contiguous().numpy(),)
+    if tensor.device.type == "cpu" and tensor.nbytes <= COPY_TENSOR_BYTES:
+        with contextlib.suppress(TypeError):  # a dtype numpy lacks (bfloat16) is shared
+            return torch.from_numpy, (tensor.detach().contiguous().numpy(),)
+    shared: tuple[Callable[..., Any], tuple[Any, ...]] = reduce_tensor(tensor)  # type: ignore[no-untyped-call]
+    return shared
 
 
 def _exit_with(parent: int, *, every: float = PARENT_CHECK_SECONDS) -> threading.Thread:
