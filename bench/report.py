@@ -24,6 +24,7 @@ PLOTS: Final = DOCS / "benchmarks"
 TEMPLATE: Final = Path(__file__).with_name("benchmarks.template.md")
 MODEL_TITLES: Final = {
     "base": "CLIP ViT-B/32 size (random weights)",
+    "small": "small CLIP (224x224 input, 4 layers of 256; forward about as costly as decoding)",
     "tiny": "tiny CLIP (32x32 input, 2 layers; server overhead dominates)",
 }
 PEER: Final = "litserve/simple-json"

@@ -1,6 +1,6 @@
 """``python -m bench.runtime``: the whole runtime benchmark in one run, then the report.
 
-For each model (a ViT-B/32-sized CLIP with random weights and a tiny one), it measures the
+For each model (a ViT-B/32-sized CLIP with random weights, a small and a tiny one), it measures the
 in-process limit, then starts each server in turn (only one runs at a time) and drives it with
 the load generator at each concurrency. Before every measurement it waits for the machine to be
 quiet; a measurement during which other processes took CPU is repeated (and flagged if it
@@ -25,7 +25,7 @@ import numpy as np
 from bench import machine
 from bench.runtime import inputs, servers
 
-MODELS: Final = ("base", "tiny")
+MODELS: Final = ("base", "small", "tiny")
 SERVERS: Final = ("mmop", "litserve", "naive-async", "naive-sync")
 CONCURRENCY: Final = (1, 8, 32, 64)
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.runtime", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="short windows, fewer configs")
-    parser.add_argument("--models", default=",".join(MODELS), help="base,tiny")
+    parser.add_argument("--models", default=",".join(MODELS), help="base,small,tiny")
     parser.add_argument("--servers", default=",".join(SERVERS), help=",".join(SERVERS))
     add_shared_arguments(
         parser,

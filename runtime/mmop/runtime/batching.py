@@ -110,8 +110,9 @@ def forward_threads(
     """Intra-op threads for the next forward pass on the CPU.
 
     ``full`` when the forward pass has the cores to itself. While requests are being decoded
-    beside it (``decoding`` > 0) and the model is forward-light (its forward pass costs less
-    per sample, ``forward_seconds``, than decoding one request, ``decode_seconds``), only
+    beside it (``decoding`` > 0) and the model is forward-light (its forward pass, even on
+    ``shared`` threads, costs less per sample than decoding one request: ``forward_seconds`` at
+    ``full`` threads, times ``full / shared``, against ``decode_seconds``), only
     ``shared``: the decoding needs a core, and torch's threads on an oversubscribed core wait
     for each other at every operator (a tiny model's batch then takes 50x longer). A
     forward-heavy model keeps ``full``: its forward pass is the work, and the decoding fits
@@ -119,7 +120,8 @@ def forward_threads(
     """
     if shared >= full or decoding <= 0 or decode_seconds is None or forward_seconds is None:
         return full
-    return shared if forward_seconds < decode_seconds else full
+    # on fewer threads the forward pass takes up to full / shared times longer
+    return shared if forward_seconds * full / shared < decode_seconds else full
 
 
 def collate(

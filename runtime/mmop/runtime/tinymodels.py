@@ -5,7 +5,7 @@ config, with a processor and a tokenizer made offline, and saves them the way a 
 looks (safetensors weights, ``config.json``, processor and tokenizer files). Builds are seeded,
 so the same call always writes the same weights.
 
-    python -m mmop.runtime.tinymodels TASK DIR [--size tiny|base] [--family FAMILY] [--seed N]
+    python -m mmop.runtime.tinymodels TASK DIR [--size tiny|small|base] [--family FAMILY] [--seed N]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from mmop.runtime import contract
 
-SIZES: Final = ("tiny", "base")
+SIZES: Final = ("tiny", "small", "base")
 # Families per task; the first is the default. Several image-to-text families exist because
 # their generate() calls differ (BLIP encoder + text decoder, GIT decoder-only, encoder-decoder).
 FAMILIES: Final[dict[str, tuple[str, ...]]] = {
@@ -53,7 +53,9 @@ def create_tiny_model(
     """Build a seeded random-weight model for ``task`` and save it into ``directory``.
 
     ``size="base"`` gives realistic dimensions (CLIP ViT-B/32, ViT-B/16, Whisper base, BLIP
-    base) for benchmarks; ``"tiny"`` builds in well under a second. ``family`` picks the model
+    base) for benchmarks; ``"small"`` (CLIP only) sits between: 224 px input, a 4-layer,
+    256-wide ViT/32, whose forward pass costs about what decoding an image does; ``"tiny"``
+    builds in well under a second. ``family`` picks the model
     family where a task has several (see ``FAMILIES``). ``seed`` picks the random weights:
     another seed gives the same architecture and processors with other weights, so other
     answers. Returns ``directory``.
@@ -67,6 +69,8 @@ def create_tiny_model(
         raise ValueError(
             f"task {task} has no family {family!r}; expected one of {', '.join(FAMILIES[task])}"
         )
+    if size == "small" and family != "clip":
+        raise ValueError(f"size='small' is offered for the clip family only, not {family}")
     import torch
 
     directory = Path(directory)
@@ -158,6 +162,12 @@ def _clip(task: str, size: str) -> tuple[Any, list[Any]]:
         vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12}
         vision |= {"num_attention_heads": 12, "image_size": 224, "patch_size": 32}
         projection_dim, image_size = 512, 224
+    elif size == "small":  # a ViT/32 at a quarter of base's width and a third of its depth
+        text = {"vocab_size": len(tokenizer), "hidden_size": 256, "intermediate_size": 1024}
+        text |= {"num_hidden_layers": 4, "num_attention_heads": 4, "max_position_embeddings": 77}
+        vision = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4}
+        vision |= {"num_attention_heads": 4, "image_size": 224, "patch_size": 32}
+        projection_dim, image_size = 256, 224
     else:
         text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64}
         text |= {"num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77}

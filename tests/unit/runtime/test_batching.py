@@ -237,6 +237,11 @@ class TestForwardThreads:
         threads = forward_threads(forward_seconds=0.05, decode_seconds=0.005, **self.measured)
         assert threads == 4
 
+    def test_a_model_lighter_than_decoding_only_on_every_thread_keeps_them(self) -> None:
+        # 2.5 ms < 3 ms of decoding on 4 threads, but about 3.3 ms on the 3 it would get
+        threads = forward_threads(forward_seconds=0.0025, decode_seconds=0.003, **self.measured)
+        assert threads == 4
+
     def test_alone_or_unmeasured_the_forward_pass_has_every_thread(self) -> None:
         light = {"full": 4, "shared": 3, "forward_seconds": 0.0001, "decode_seconds": 0.003}
         assert forward_threads(decoding=0, **light) == 4

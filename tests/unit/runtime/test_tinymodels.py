@@ -61,6 +61,20 @@ def test_base_size_is_clip_vit_b32(tmp_path: Path) -> None:
     assert config.vision_config.num_hidden_layers == 12
 
 
+def test_small_size_is_a_narrow_clip_at_224_pixels(tmp_path: Path) -> None:
+    import torch
+
+    from mmop.runtime import tinymodels
+
+    with torch.device("meta"):
+        model, parts = tinymodels._clip(contract.TASK_IMAGE_TEXT_EMBEDDING, "small")
+    vision = model.config.vision_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size) == (256, 4, 224)
+    assert parts[0].image_processor.crop_size == {"height": 224, "width": 224}
+    with pytest.raises(ValueError, match="clip family only"):
+        create_tiny_model(contract.TASK_IMAGE_TO_TEXT, tmp_path, size="small")
+
+
 def test_unknown_task_size_and_family(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown task"):
         create_tiny_model("translation", tmp_path)
