@@ -533,11 +533,6 @@ class Batcher:
             share.apply(wanted)
             self._threads_now = wanted
 
-    @property
-    def forward_thread_count(self) -> int:
-        """The intra-op threads the last forward pass was given (0: not managed here)."""
-        return self._threads_now
-
     def _run_batch(self, batch: list[_Entry]) -> None:
         start = self._clock()
         if self._observer is not None:

@@ -616,3 +616,34 @@ async def test_a_forward_heavy_model_keeps_its_threads_beside_decoding(
     finally:
         batcher.stop()
     assert seen == [4, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize(
+    ("changes", "device", "expected"),
+    [
+        ({}, "cpu", (4, 3)),  # decoding threads: about one core
+        ({"preprocess_processes": 2}, "cpu", (4, 2)),  # one core per worker process
+        ({"preprocess_processes": 8}, "cpu", (4, 1)),  # at least one thread
+        ({"backend": "onnxruntime"}, "cpu", None),  # ONNX Runtime has its own pool
+        ({}, "cuda", None),  # the forward pass is the GPU's
+    ],
+)
+def test_thread_share_leaves_the_decoding_its_cores(
+    monkeypatch: pytest.MonkeyPatch,
+    changes: dict[str, object],
+    device: str,
+    expected: tuple[int, int] | None,
+) -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from mmop.runtime.lifecycle import thread_share
+    from mmop.runtime.settings import RuntimeSettings
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    settings = RuntimeSettings(model="/m", task="image-text-embedding", **changes)
+    loaded = cast(Any, SimpleNamespace(device=torch.device(device)))
+    share = thread_share(settings, loaded)
+    assert (None if share is None else (share.full, share.shared)) == expected
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert thread_share(settings, loaded) is None  # one thread: nothing to share
