@@ -135,8 +135,9 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     import torch
     import torch.multiprocessing  # registers the shared-memory tensor reductions
 
-    _exit_with(os.getppid())
-    ForkingPickler.register(torch.Tensor, _send_tensor)
+    if multiprocessing.parent_process() is not None:  # a spawned worker, not a test calling this
+        _exit_with(os.getppid())
+        ForkingPickler.register(torch.Tensor, _send_tensor)
     torch.set_num_threads(1)
     # Preprocessing never runs the model: no export, compilation or quantization here (the
     # serving process applies the backend to the real weights).

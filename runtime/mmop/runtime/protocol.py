@@ -166,6 +166,7 @@ def loads_object(body: bytes) -> dict[str, Any]:
 
 
 _OPEN_ARRAY, _OPEN_OBJECT, _COMMA = b"[{,"
+_COUNT_CHUNK: Final = 1 << 20  # bytes counted at a time by check_json_size
 
 
 def check_json_size(body: bytes) -> None:
@@ -176,11 +177,13 @@ def check_json_size(body: bytes) -> None:
     its strings hold, string by string, without copying (each string is a value too, so that
     loop stops after ``MAX_JSON_VALUES`` strings).
     """
+    containers = commas = 0
     view = np.frombuffer(body, dtype=np.uint8)
-    containers = int(np.count_nonzero(view == _OPEN_ARRAY)) + int(
-        np.count_nonzero(view == _OPEN_OBJECT)
-    )
-    commas = int(np.count_nonzero(view == _COMMA))
+    for start in range(0, len(view), _COUNT_CHUNK):  # comparison temporaries stay small
+        chunk = view[start : start + _COUNT_CHUNK]
+        containers += int(np.count_nonzero(chunk == _OPEN_ARRAY))
+        containers += int(np.count_nonzero(chunk == _OPEN_OBJECT))
+        commas += int(np.count_nonzero(chunk == _COMMA))
     if containers <= MAX_JSON_CONTAINERS and containers + commas <= MAX_JSON_VALUES:
         return
     for position, match in enumerate(_JSON_STRING.finditer(body)):

@@ -242,7 +242,7 @@ def test_small_tensors_come_back_by_copy_large_ones_through_shared_memory(
         back = rebuild(*args)
         assert back.dtype == tensor.dtype and torch.equal(back, tensor)
     # and the pickler a worker registers it with round-trips it either way
-    pickler = type("Pickler", (ForkingPickler,), {})
+    pickler = type("Pickler", (ForkingPickler,), {"_extra_reducers": {}})  # not the global one
     pickler.register(torch.Tensor, preprocessing._send_tensor)
     back = ForkingPickler.loads(bytes(pickler.dumps(tensor)))
     assert torch.equal(back, tensor)

@@ -589,16 +589,24 @@ async def _decode_then_run_beside_another(batcher: Batcher, *, decode_seconds: f
     await batcher.submit([3], admitted_at=time.monotonic())
 
 
-async def test_a_forward_light_model_shares_the_cores_while_requests_decode(
-    recorder: Recorder,
-) -> None:
-    batcher, seen = _threads_batcher(recorder, forward_seconds=0.0)
+async def _threads_seen(
+    recorder: Recorder, *, forward_seconds: float, decode_seconds: float
+) -> list[int]:
+    """The threads each forward pass got: warm-up, then ``_decode_then_run_beside_another``."""
+    batcher, seen = _threads_batcher(recorder, forward_seconds=forward_seconds)
     batcher.start(warmup=[0])
     try:
         batcher.wait_warm(5)
-        await _decode_then_run_beside_another(batcher, decode_seconds=0.05)
+        await _decode_then_run_beside_another(batcher, decode_seconds=decode_seconds)
     finally:
         batcher.stop()
+    return seen
+
+
+async def test_a_forward_light_model_shares_the_cores_while_requests_decode(
+    recorder: Recorder,
+) -> None:
+    seen = await _threads_seen(recorder, forward_seconds=0.0, decode_seconds=0.05)
     # warm-up and its timed rerun, the first request alone, the second beside a decoding
     # request (one thread left to it), the third alone again
     assert seen == [4, 4, 4, 3, 4]
@@ -608,13 +616,7 @@ async def test_a_forward_light_model_shares_the_cores_while_requests_decode(
 async def test_a_forward_heavy_model_keeps_its_threads_beside_decoding(
     recorder: Recorder,
 ) -> None:
-    batcher, seen = _threads_batcher(recorder, forward_seconds=0.05)
-    batcher.start(warmup=[0])
-    try:
-        batcher.wait_warm(5)
-        await _decode_then_run_beside_another(batcher, decode_seconds=0.005)
-    finally:
-        batcher.stop()
+    seen = await _threads_seen(recorder, forward_seconds=0.05, decode_seconds=0.005)
     assert seen == [4, 4, 4, 4, 4]
 
 

@@ -296,6 +296,13 @@ class TestJsonStructureBound:
         # cost over 20 times the body.
         assert self._peak(body) < 3 * len(body)
 
+    def test_the_count_spans_the_whole_body_chunk_by_chunk(self) -> None:
+        # 3 MB: the pre-count reads it in 1 MiB chunks; every comma and bracket counts once
+        count = 1_500_000
+        body = b'{"inputs":[' + b",".join([b"1"] * count) + b"]}"
+        with pytest.raises(InvalidInput, match=f"about {count + 1} JSON values"):
+            parse_infer_request(body, max_items=8)
+
     def test_commas_and_brackets_inside_strings_do_not_count(self) -> None:
         text = "[{,}]" * 4000  # 20,000 structural characters, all inside strings
         request = _parse(
