@@ -107,15 +107,9 @@ class Dtype(StrEnum):
     BFLOAT16 = "bfloat16"
 
 
-class Backend(StrEnum):
-    EAGER = "eager"
-    ONNXRUNTIME = "onnxruntime"
-    COMPILE = "compile"
-
-
-class Quantization(StrEnum):
-    NONE = "none"
-    INT8 = "int8"
+# The runtime's own vocabulary, under the names the spec uses.
+Backend = contract.Backend
+Quantization = contract.Quantization
 
 
 class Router(StrEnum):
@@ -685,13 +679,9 @@ INT8_FLOAT32_ONLY: Final = (
 ONNX_FLOAT32_ONLY: Final = (
     "runtime.backend onnxruntime runs the float32 export: model.dtype must be auto or float32"
 )
-GRAPH_TASKS: Final = (
-    contract.TASK_IMAGE_TEXT_EMBEDDING,
-    contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
-    contract.TASK_IMAGE_CLASSIFICATION,
-)
 GRAPH_TASKS_ONLY: Final = (
-    "runtime.backend onnxruntime and compile serve only the tasks " + ", ".join(GRAPH_TASKS)
+    "runtime.backend onnxruntime and compile serve only the tasks "
+    + ", ".join(contract.GRAPH_TASKS)
 )
 
 
@@ -707,7 +697,7 @@ def backend_problem(spec: ServingSpec) -> str | None:
             return INT8_FLOAT32_ONLY
     if runtime.backend == Backend.ONNXRUNTIME and model.dtype not in (Dtype.AUTO, Dtype.FLOAT32):
         return ONNX_FLOAT32_ONLY
-    if runtime.backend != Backend.EAGER and model.task.value not in GRAPH_TASKS:
+    if runtime.backend != Backend.EAGER and model.task.value not in contract.GRAPH_TASKS:
         return GRAPH_TASKS_ONLY
     return None
 
@@ -769,7 +759,9 @@ class MultimodalModelSpec(ServingSpec):
             ),
             (
                 "!has(self.runtime.backend) || self.runtime.backend == 'eager'"
-                " || self.model.task in [" + ", ".join(f"'{t}'" for t in GRAPH_TASKS) + "]",
+                " || self.model.task in ["
+                + ", ".join(f"'{t}'" for t in contract.GRAPH_TASKS)
+                + "]",
                 GRAPH_TASKS_ONLY,
                 ".runtime.backend",
             ),

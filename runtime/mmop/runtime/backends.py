@@ -35,22 +35,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EAGER: Final = "eager"
-ONNXRUNTIME: Final = "onnxruntime"
-COMPILE: Final = "compile"
-INT8: Final = "int8"
-# Tasks whose forward is a fixed graph (no generate() loop) and can be exported or compiled.
-GRAPH_TASKS: Final = (
-    contract.TASK_IMAGE_TEXT_EMBEDDING,
-    contract.TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
-    contract.TASK_IMAGE_CLASSIFICATION,
-)
 COMPILER: Any = "inductor"  # torch.compile's backend (tests use a cheaper one: no C++ build)
 ONNX_OPSET: Final = 18
 ONNX_FORMAT: Final = 1  # bump when the export itself changes: old cache entries are then unused
 ONNX_FILE: Final = "model.onnx"
 # A runner whose outputs on the example inputs are further from eager than this is refused.
-MIN_AGREEMENT: Final = {ONNXRUNTIME: 0.999, COMPILE: 0.99}
+MIN_AGREEMENT: Final = {contract.Backend.ONNXRUNTIME: 0.999, contract.Backend.COMPILE: 0.99}
 _BF16_FLAGS: Final = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (AVX-512 / AMX), Arm (FEAT_BF16)
 
 Runner = Callable[..., Any]
@@ -95,7 +85,7 @@ class Graph:
 class BackendReport:
     """What ``bind`` did, for the load log and for tests."""
 
-    backend: str
+    backend: contract.Backend
     exported: list[str] = field(default_factory=list)  # graphs exported in this load
     reused: list[str] = field(default_factory=list)  # graphs whose cached export was reused
     files: dict[str, Path] = field(default_factory=dict)  # graph -> its .onnx file
@@ -103,9 +93,9 @@ class BackendReport:
     agreement: dict[str, float] = field(default_factory=dict)  # graph -> min cosine to eager
 
     def describe(self) -> str:
-        if self.backend == ONNXRUNTIME:
+        if self.backend == contract.Backend.ONNXRUNTIME:
             return f"onnxruntime ({', '.join(self.providers)})"
-        return self.backend
+        return str(self.backend)
 
 
 # --- checks (no torch) -------------------------------------------------------------------------
@@ -113,11 +103,11 @@ class BackendReport:
 
 def check_task(settings: RuntimeSettings) -> None:
     """A backend other than eager serves only the tasks with a fixed graph."""
-    if settings.backend != EAGER and settings.task not in GRAPH_TASKS:
+    if settings.backend != contract.Backend.EAGER and settings.task not in contract.GRAPH_TASKS:
         raise LoadError(
             f"backend {settings.backend} does not support task {settings.task} (its generate() "
-            f"loop is neither exported nor compiled); it serves {', '.join(GRAPH_TASKS)}: use "
-            "backend eager for this task"
+            "loop is neither exported nor compiled); it serves "
+            f"{', '.join(contract.GRAPH_TASKS)}: use backend eager for this task"
         )
 
 
@@ -144,7 +134,7 @@ def check_options(settings: RuntimeSettings, device: Any) -> None:
     """Refuse backend / quantization / dtype / device combinations that cannot work."""
     backend, quantization, dtype = settings.backend, settings.quantization, settings.dtype
     check_task(settings)
-    if quantization == INT8:
+    if quantization == contract.Quantization.INT8:
         if device.type != "cpu":
             raise LoadError(
                 f"quantization int8 runs on CPU only (torch dynamic quantization has no "
@@ -156,12 +146,12 @@ def check_options(settings: RuntimeSettings, device: Any) -> None:
                 f"quantization int8 keeps activations in float32, so dtype {dtype} cannot "
                 "apply: use dtype auto or float32 with it"
             )
-        if backend != EAGER:
+        if backend != contract.Backend.EAGER:
             raise LoadError(
                 f"quantization int8 is not supported with backend {backend}: use backend eager "
                 "with int8, or quantization none"
             )
-    if backend == ONNXRUNTIME and dtype in ("float16", "bfloat16"):
+    if backend == contract.Backend.ONNXRUNTIME and dtype in ("float16", "bfloat16"):
         raise LoadError(
             f"backend onnxruntime runs the float32 export, so dtype {dtype} cannot apply: use "
             "dtype auto or float32 (on a GPU with TensorRT, auto lets TensorRT use fp16)"
@@ -172,7 +162,7 @@ def check_options(settings: RuntimeSettings, device: Any) -> None:
             f"x86, bf16 on Arm); this {platform.machine()} CPU has none, and emulated bfloat16 "
             "is slower than float32: use dtype auto or float32"
         )
-    if backend == ONNXRUNTIME:
+    if backend == contract.Backend.ONNXRUNTIME:
         onnx_providers(device, dtype=dtype, cache_root=None)  # raises when none fits
 
 
@@ -208,7 +198,7 @@ def bind(
 ) -> tuple[dict[str, Runner], BackendReport]:
     """A runner per graph for ``settings.backend``, each checked against eager at load."""
     report = BackendReport(settings.backend)
-    if settings.backend == EAGER:
+    if settings.backend == contract.Backend.EAGER:
         return {name: graph.module for name, graph in graphs.items()}, report
     if not graphs:
         raise LoadError(f"backend {settings.backend} does not support task {settings.task}")
@@ -216,10 +206,10 @@ def bind(
     for name, graph in graphs.items():
         with loaded.inference_context():
             expected = graph.module(**graph.example)
-        if settings.backend == ONNXRUNTIME:
+        if settings.backend == contract.Backend.ONNXRUNTIME:
             runner = _onnx_runner(name, graph, loaded=loaded, settings=settings, report=report)
             agreement = _agreement(runner, graph, expected, loaded=loaded)
-            if agreement < MIN_AGREEMENT[ONNXRUNTIME] and name in report.reused:
+            if agreement < MIN_AGREEMENT[contract.Backend.ONNXRUNTIME] and name in report.reused:
                 log.warning(
                     "the cached ONNX export of %s disagrees with the model (cosine %.4f): "
                     "exporting it again",

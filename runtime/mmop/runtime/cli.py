@@ -7,6 +7,7 @@ an option given on the command line wins over its ``MMOP_*`` environment variabl
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import os
 import sys
@@ -54,6 +55,8 @@ def _choices(annotation: Any) -> list[str] | None:
     base = _base_type(annotation)
     if typing.get_origin(base) is typing.Literal:
         return [str(value) for value in typing.get_args(base)]
+    if isinstance(base, type) and issubclass(base, enum.Enum):
+        return [str(member.value) for member in base]
     return None
 
 

@@ -1,4 +1,5 @@
-"""Constants shared by the runtime and the operator: port, probe paths, metric and env names.
+"""Constants shared by the runtime and the operator: port, probe paths, tasks, backends, metric
+and env names.
 
 This module is the only part of ``mmop.runtime`` the operator imports, so it must stay
 standard-library only (no torch, no transformers, no web framework).
@@ -12,6 +13,7 @@ import math
 import struct
 import wave
 import zlib
+from enum import StrEnum
 from typing import Any, Final
 
 # --- network -------------------------------------------------------------------------------
@@ -55,6 +57,26 @@ TASKS: Final = (
     TASK_ASR,
     TASK_IMAGE_CLASSIFICATION,
 )
+# Tasks whose forward is a fixed graph (no generate() loop): the ones a backend other than eager
+# serves, since only such a graph can be exported or compiled.
+GRAPH_TASKS: Final = (
+    TASK_IMAGE_TEXT_EMBEDDING,
+    TASK_ZERO_SHOT_IMAGE_CLASSIFICATION,
+    TASK_IMAGE_CLASSIFICATION,
+)
+
+
+# --- acceleration backends and quantization (spec runtime.backend, runtime.quantization) -----
+class Backend(StrEnum):
+    EAGER = "eager"
+    ONNXRUNTIME = "onnxruntime"
+    COMPILE = "compile"
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    INT8 = "int8"
+
 
 # --- environment variables read by ``mmop-runtime`` (each mirrors a CLI option) --------------
 ENV_MODEL: Final = "MMOP_MODEL"
@@ -71,8 +93,8 @@ ENV_MAX_QUEUE_SIZE: Final = "MMOP_MAX_QUEUE_SIZE"
 ENV_QUEUE_TIMEOUT_SECONDS: Final = "MMOP_QUEUE_TIMEOUT_SECONDS"
 ENV_DEVICE: Final = "MMOP_DEVICE"
 ENV_DTYPE: Final = "MMOP_DTYPE"
-ENV_BACKEND: Final = "MMOP_BACKEND"  # eager | onnxruntime | compile
-ENV_QUANTIZATION: Final = "MMOP_QUANTIZATION"  # none | int8
+ENV_BACKEND: Final = "MMOP_BACKEND"  # a Backend
+ENV_QUANTIZATION: Final = "MMOP_QUANTIZATION"  # a Quantization
 ENV_TRUST_REMOTE_CODE: Final = "MMOP_TRUST_REMOTE_CODE"
 ENV_AUTH_TOKEN: Final = "MMOP_AUTH_TOKEN"  # optional bearer token; from a Secret in the spec
 ENV_CACHE_DIR: Final = "MMOP_CACHE_DIR"

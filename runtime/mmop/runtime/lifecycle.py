@@ -240,7 +240,7 @@ def thread_share(settings: RuntimeSettings, loaded: loading.LoadedModel) -> Thre
     decoding (``batching.forward_threads``). Decoding threads share one GIL, so they take
     about one core; worker processes one each. None where torch's threads are not the
     forward pass's (a GPU, ONNX Runtime's own pool) or there is nothing to share."""
-    if loaded.device.type != "cpu" or settings.backend == "onnxruntime":
+    if loaded.device.type != "cpu" or settings.backend == contract.Backend.ONNXRUNTIME:
         return None
     import torch
 

@@ -75,7 +75,7 @@ class LoadedModel:
     tokenizer: Any | None = None
     feature_extractor: Any | None = None
     load_seconds: float = 0.0
-    quantization: str = "none"
+    quantization: contract.Quantization = contract.Quantization.NONE
     backend_report: BackendReport | None = None  # set when the task binds its graphs
 
     @property
@@ -98,9 +98,9 @@ class LoadedModel:
         dtype = str(self.weight_dtype).removeprefix("torch.")
         if self.autocast_dtype is not None:
             dtype += " (autocast " + str(self.autocast_dtype).removeprefix("torch.") + ")"
-        if self.quantization != "none":
+        if self.quantization != contract.Quantization.NONE:
             dtype += f", {self.quantization} Linear layers"
-        backend = self.backend_report.describe() if self.backend_report else backends.EAGER
+        backend = self.backend_report.describe() if self.backend_report else contract.Backend.EAGER
         return f"{type(self.model).__name__} on {self.device} in {dtype}, backend {backend}"
 
 
@@ -286,7 +286,7 @@ def _load(settings: RuntimeSettings, source: ModelSource) -> LoadedModel:
         raise
     model.eval()
     model.to(device)
-    if settings.quantization == backends.INT8:
+    if settings.quantization == contract.Quantization.INT8:
         model = backends.quantize_int8(model)
     loaded = LoadedModel(
         model=model,

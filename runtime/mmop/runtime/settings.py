@@ -26,8 +26,6 @@ Task = Literal[
     "image-classification",
 ]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
-Backend = Literal["eager", "onnxruntime", "compile"]
-Quantization = Literal["none", "int8"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 ENV_PREFIX: Final = "MMOP_"
@@ -104,14 +102,15 @@ class RuntimeSettings(BaseSettings):
         description="auto: fp16/bf16 autocast on GPU, fp32 on CPU; bfloat16 on CPU needs "
         "native bf16 (avx512_bf16, amx_bf16 or Arm bf16)",
     )
-    backend: Backend = Field(
-        "eager",
+    backend: contract.Backend = Field(
+        contract.Backend.EAGER,
         description="how the model runs: eager (torch), onnxruntime (exported to ONNX at load, "
         "cached under the cache dir) or compile (torch.compile at load); onnxruntime and "
         "compile serve the embedding and classification tasks",
     )
-    quantization: Quantization = Field(
-        "none", description="int8: dynamic int8 quantization of the Linear layers (CPU, eager)"
+    quantization: contract.Quantization = Field(
+        contract.Quantization.NONE,
+        description="int8: dynamic int8 quantization of the Linear layers (CPU, eager)",
     )
     cache_dir: Path | None = Field(None, description="hub download cache (default: HF_HOME)")
     pvc_mount_root: Path = Field(

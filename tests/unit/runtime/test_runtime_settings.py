@@ -85,6 +85,21 @@ def test_command_line_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.trust_remote_code is False
 
 
+def test_backend_and_quantization_are_the_contract_vocabulary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "{eager,onnxruntime,compile}" in build_parser().format_help()
+    monkeypatch.setenv(contract.ENV_BACKEND, "onnxruntime")
+    settings = load_settings(["--model", "m", "--task", "image-classification"])
+    assert settings.backend is contract.Backend.ONNXRUNTIME
+    assert settings.quantization is contract.Quantization.NONE
+    # Log lines and error messages print the value, never the enum's name.
+    assert f"backend {settings.backend}, {settings.quantization}" == "backend onnxruntime, none"
+    monkeypatch.delenv(contract.ENV_BACKEND)
+    settings = load_settings(["--model", "m", "--task", "image-to-text", "--quantization", "int8"])
+    assert (settings.backend, settings.quantization) == ("eager", "int8")
+
+
 def test_the_auth_token_is_not_a_command_line_option() -> None:
     assert "auth_token" not in cli_fields()
     with pytest.raises(SystemExit):
