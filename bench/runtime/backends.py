@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_input(name: str, values: Sequence[str]) -> dict[str, Any]:
+    """An OIP v2 infer request body with one BYTES input."""
+    return {"inputs": [{"name": name, "shape": [len(values)], "datatype": "BYTES", "data": values}]}
+
+
 def _post(
     client: httpx.Client, url: str, body: dict[str, Any], output: str
 ) -> np.ndarray[Any, Any]:
@@ -78,26 +84,8 @@ def embeddings(
     """(image embeddings, label-prompt embeddings) from the served model."""
     data = [base64.b64encode(image).decode() for image in images]
     with httpx.Client(timeout=300.0) as client:
-        pictures = _post(
-            client,
-            server.infer_url,
-            {
-                "inputs": [
-                    {"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}
-                ]
-            },
-            "image_embeds",
-        )
-        texts = _post(
-            client,
-            server.infer_url,
-            {
-                "inputs": [
-                    {"name": "text", "shape": [len(LABELS)], "datatype": "BYTES", "data": LABELS}
-                ]
-            },
-            "text_embeds",
-        )
+        pictures = _post(client, server.infer_url, _one_input("image", data), "image_embeds")
+        texts = _post(client, server.infer_url, _one_input("text", LABELS), "text_embeds")
     return pictures, texts
 
 
@@ -172,12 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             tag = f"[round {round_index + 1}/{args.rounds}] {CONFIGS[name][0]}"
             cli.log(tag)
-            config = servers.ServeConfig(
+            config = servers.ServeConfig.from_args(
+                args,
                 model_dir=model_dir,
-                max_batch_size=args.max_batch_size,
-                max_delay_ms=args.max_delay_ms,
                 torch_threads=threads,
-                device=args.device,
                 dtype="float32",
                 mmop_args=CONFIGS[name][1],
                 mmop_env=((contract.ENV_CACHE_DIR, str(cache)),),

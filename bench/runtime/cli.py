@@ -401,12 +401,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{tag} limit: {limit['b64']['images_per_s']:.2f} img/s (base64 PNG), "
                 f"{limit['tensor']['images_per_s']:.2f} img/s (forward only)"
             )
-            config = servers.ServeConfig(
+            config = servers.ServeConfig.from_args(
+                args,
                 model_dir=model_dir,
-                max_batch_size=args.max_batch_size,
-                max_delay_ms=args.max_delay_ms,
                 torch_threads=threads,
-                device=args.device,
                 dtype=args.dtype,
                 mmop_args=tuple(args.mmop_arg),
                 mmop_env=mmop_env,

@@ -6,12 +6,13 @@ API-server and worker processes LitServe forks too, and nothing else.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,21 @@ class ServeConfig:
     mmop_args: tuple[str, ...] = ()  # extra mmop-runtime options (tuning experiments)
     mmop_env: tuple[tuple[str, str], ...] = ()
     server_cpus: tuple[int, ...] = ()  # an affinity mask for the server, empty: all
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, *, model_dir: Path, torch_threads: int, **overrides: Any
+    ) -> ServeConfig:
+        """The config the shared benchmark options give (``cli.add_shared_arguments``: batching
+        and device) for ``model_dir``, with ``overrides`` of the other fields."""
+        config = cls(
+            model_dir=model_dir,
+            max_batch_size=args.max_batch_size,
+            max_delay_ms=args.max_delay_ms,
+            torch_threads=torch_threads,
+            device=args.device,
+        )
+        return replace(config, **overrides)
 
 
 def _embedding_oip(document: dict[str, Any]) -> list[float]:
