@@ -19,7 +19,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from mmop.runtime.errors import InferenceFailed, NotReady, QueueTimeout, RuntimeFailure
+from mmop.runtime.errors import (
+    InferenceFailed,
+    NotReady,
+    QueueTimeout,
+    RuntimeFailure,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +475,7 @@ class Batcher:
         except BaseException as exc:
             # Only a BaseException (SystemExit, ...) gets here: the thread ends, liveness turns
             # false and the kubelet restarts the process.
-            log.critical("the batch worker died: %s", _one_line(exc))
+            log.critical("the batch worker died: %s", one_line(exc, typed=True))
         finally:
             self._fail_waiting(NotReady("the batcher is not running"))
 
@@ -570,12 +576,12 @@ class Batcher:
                 log.warning(
                     "batch of %d failed (%s); retrying it in halves",
                     len(samples),
-                    "CUDA out of memory" if oom else _one_line(exc),
+                    "CUDA out of memory" if oom else one_line(exc, typed=True),
                 )
                 first, second = split_halves(samples)
                 return self._run_split(first) + self._run_split(second)
             message = "out of GPU memory for this input" if oom else "inference failed"
-            log.error("%s: %s", message, _one_line(exc))
+            log.error("%s: %s", message, one_line(exc, typed=True))
             error = exc if isinstance(exc, RuntimeFailure) else InferenceFailed(message)
             return [_Failure(error)]
         per_sample = (time.perf_counter() - started) / len(samples)
@@ -618,7 +624,3 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]

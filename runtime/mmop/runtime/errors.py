@@ -36,10 +36,11 @@ def detail(text: object, *, limit: int = MAX_DETAIL_CHARS) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def one_line(exc: BaseException, *, limit: int = 500) -> str:
-    """An exception's text on one line, cut to ``limit`` characters: for logs and load errors."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def one_line(exc: BaseException, *, limit: int = 500, typed: bool = False) -> str:
+    """An exception's text on one line, cut to ``limit`` characters: for logs and load errors
+    (``typed``: after the exception's class name)."""
+    text = detail(exc, limit=limit)
+    return f"{type(exc).__name__}: {text}" if typed else text
 
 
 class RuntimeFailure(Exception):

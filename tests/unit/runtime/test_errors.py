@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mmop.runtime.errors import MAX_MESSAGE_CHARS, InvalidInput, RuntimeFailure, detail, echo
+from mmop.runtime.errors import (
+    MAX_MESSAGE_CHARS,
+    InvalidInput,
+    RuntimeFailure,
+    detail,
+    echo,
+    one_line,
+)
 
 
 def test_echo_is_repr_when_short() -> None:
@@ -24,6 +31,13 @@ def test_detail_is_one_short_line() -> None:
     assert text.startswith("line one line two")
     assert len(text) == 200
     assert "\n" not in text
+
+
+def test_one_line_for_logs_is_longer_and_can_name_the_class() -> None:
+    error = RuntimeError("first\nsecond " + "y" * 10_000)
+    assert len(one_line(error)) == 500
+    assert one_line(error, typed=True).startswith("RuntimeError: first second y")
+    assert one_line(KeyError()) == "KeyError"  # no text: the class name
 
 
 def test_every_message_is_capped() -> None:
