@@ -22,13 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import machine
+from bench import log, machine
 from bench.operator import rollout, scenarios
 from bench.operator.plane import BarePlane
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

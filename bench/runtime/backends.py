@@ -25,7 +25,7 @@ from typing import Any, Final
 import httpx
 import numpy as np
 
-from bench import machine
+from bench import log, machine
 from bench.runtime import cli, inputs, servers
 from mmop.runtime import contract
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rounds"].append(this_round)
         for name in names:
             tag = f"[round {round_index + 1}/{args.rounds}] {CONFIGS[name][0]}"
-            cli.log(tag)
+            log(tag)
             config = servers.ServeConfig.from_args(
                 args,
                 model_dir=model_dir,
@@ -175,14 +175,14 @@ def main(argv: list[str] | None = None) -> int:
                     servers.KINDS["mmop"], config, log_dir=work / "logs"
                 ) as server:
                     entry["ready_s"] = time.monotonic() - started
-                    cli.log(f"  ready in {entry['ready_s']:.1f} s")
+                    log(f"  ready in {entry['ready_s']:.1f} s")
                     if round_index == 0:
                         answers = embeddings(server, quality_images)
                         if name == "eager":
                             reference = answers
                         assert reference is not None
                         entry["quality"] = agreement(answers, reference)
-                        cli.log(f"  {entry['quality']}")
+                        log(f"  {entry['quality']}")
                     for concurrency in levels:
                         result = cli.run_level(
                             server,
@@ -192,17 +192,17 @@ def main(argv: list[str] | None = None) -> int:
                             duration=args.duration,
                             args=args,
                         )
-                        cli.log(f"  {cli.describe_level(result)}")
+                        log(f"  {cli.describe_level(result)}")
                         entry["levels"].append(result)
             except RuntimeError as exc:  # the server did not start: record why, go on
                 entry["error"] = str(exc)[-2000:]
-                cli.log(f"  failed: {str(exc)[-500:]}")
+                log(f"  failed: {str(exc)[-500:]}")
             this_round[name] = entry
             out.write_text(json.dumps(report, indent=2))
     report["summary"] = summarise(report, names=names, levels=levels)
     report["complete"] = True
     out.write_text(json.dumps(report, indent=2))
-    cli.log(f"wrote {out}")
+    log(f"wrote {out}")
     print(markdown(report, names=names, levels=levels))
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench import machine
+from bench import log, machine
 from bench.runtime import cli, inputs
 
 CONFIGS: Final[dict[str, dict[str, Any]]] = {
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = loading.load_model(settings, loading.preflight(settings))
         task = tasks.create_task(task_name, loaded, settings)
         load_seconds[name] = time.perf_counter() - started
-        cli.log(f"{name}: {loaded.describe()}, loaded in {load_seconds[name]:.1f} s")
+        log(f"{name}: {loaded.describe()}, loaded in {load_seconds[name]:.1f} s")
         loaded_tasks[name] = task
         batches[name] = [Sample("image", (task.images(i, what="image"), True)) for i in images]
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 forward(name)
                 count += args.batch_size
             rates[name].append(count / (time.perf_counter() - started))
-        cli.log(
+        log(
             f"window {window + 1}/{args.windows}: "
             + ", ".join(f"{n} {rates[n][-1]:.1f}" for n in names)
         )
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     out = machine.RESULTS / f"backends-inprocess-{label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    cli.log(f"wrote {out}")
+    log(f"wrote {out}")
     print("| configuration | img/s | vs eager fp32 (paired windows) | min cosine | load |")
     print("| --- | --- | --- | --- | --- |")
     for name in names:

@@ -22,16 +22,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench import machine
+from bench import log, machine
 from bench.runtime import inputs, servers
 
 MODELS: Final = ("base", "small", "tiny")
 SERVERS: Final = ("mmop", "litserve", "naive-async", "naive-sync")
 CONCURRENCY: Final = (1, 8, 32, 64)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
