@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
+import anyio
+import httpcore
 import httpx
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
@@ -215,6 +217,91 @@ class WriteCounter:
         self.by_verb[verb] = self.by_verb.get(verb, 0) + 1
 
 
+# The ``timeout`` parameters below are httpcore's network interface (ASYNC109 waived).
+class _TLSClosingStream(httpcore.AsyncNetworkStream):
+    """A TCP stream whose TLS upgrade closes it when the handshake fails or is cancelled.
+
+    httpcore leaves the TCP stream open then (encode/httpcore#443): a request cancelled during
+    the handshake (a reconcile or pod worker stopped, a timeout around it) left its socket to
+    the garbage collector, an unclosed transport per cancellation."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            return await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._inner.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _TLSClosingBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio backend, with :class:`_TLSClosingStream` streams."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _TLSClosingStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _TLSClosingStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def async_transport(
+    verify: ssl.SSLContext | bool, limits: httpx.Limits
+) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a connection pool that closes a socket whose TLS handshake did
+    not finish (:class:`_TLSClosingStream`). httpx does not take a network backend, so its pool
+    is replaced by an equal one that uses it (``handle_async_request`` only calls the pool)."""
+    ssl_context = httpx.create_ssl_context(verify=verify)
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_TLSClosingBackend(),
+    )
+    return transport
+
+
 DEFAULT_USER_AGENT = "mmop/0.1"
 DEFAULT_MAX_IN_FLIGHT: Final = 8  # concurrent requests (not watches) per client
 _WATCH_HEADROOM: Final = 16  # connections for watch streams (opened only when used)
@@ -249,15 +336,18 @@ class KubeClient:
         # cost 2x the CPU of 8 at 100 models, a core at 300 (docs/benchmarks.md). Watches hold their
         # own, hence the headroom.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        verify = connection._ssl()
+        limits = httpx.Limits(
+            max_connections=max_in_flight + _WATCH_HEADROOM,
+            max_keepalive_connections=max_in_flight,
+        )
         self._http = httpx.AsyncClient(
             base_url=connection.server,
             headers=headers,
-            verify=connection._ssl(),
+            verify=verify,
             timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(
-                max_connections=max_in_flight + _WATCH_HEADROOM,
-                max_keepalive_connections=max_in_flight,
-            ),
+            limits=limits,
+            transport=async_transport(verify, limits),
         )
 
     async def __aenter__(self) -> KubeClient:

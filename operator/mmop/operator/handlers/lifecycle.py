@@ -62,9 +62,13 @@ async def handle_startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **
     connection = kube.Connection.auto(os.environ.get("KUBECONFIG") or None)
     # No pool limit: calls to runtime pods are bounded per model (bounded.Gates), so a pool
     # shared by all models could only let one model's slow pods block the others.
+    # The hub is HTTPS and its calls are cut at a deadline: kube.async_transport closes a
+    # socket whose handshake the deadline interrupted.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
     http = httpx.AsyncClient(
         timeout=ours.http_timeout_seconds,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+        limits=limits,
+        transport=kube.async_transport(True, limits),
     )
     resolver = (
         hub.http_resolver(
