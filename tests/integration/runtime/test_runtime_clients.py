@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -79,11 +80,18 @@ class TestTritonClient:
 
 
 class TestOpenAIClient:
-    def _client(self, server: RuntimeServer) -> OpenAI:
-        return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    @pytest.fixture
+    def client(self, embedding_server: RuntimeServer) -> Iterator[OpenAI]:
+        """Closed after the test: an unclosed client leaves its socket to the garbage
+        collector, whose ResourceWarning then fails whichever later test it lands in."""
+        with OpenAI(
+            base_url=embedding_server.url + "/v1", api_key="unused", max_retries=0
+        ) as client:
+            yield client
 
-    def test_text_and_image_embeddings(self, embedding_server: RuntimeServer) -> None:
-        client = self._client(embedding_server)
+    def test_text_and_image_embeddings(
+        self, client: OpenAI, embedding_server: RuntimeServer
+    ) -> None:
         image = "data:image/png;base64," + base64.b64encode(contract.tiny_png()).decode()
         # The client asks for base64 by default and decodes it itself.
         packed = client.embeddings.create(model=embedding_server.name, input=["a cat", image])
@@ -97,8 +105,10 @@ class TestOpenAIClient:
         assert packed.model == embedding_server.name
         assert packed.usage.prompt_tokens > 0
 
-    def test_matches_the_oip_endpoint(self, embedding_server: RuntimeServer) -> None:
-        vector = self._client(embedding_server).embeddings.create(
+    def test_matches_the_oip_endpoint(
+        self, client: OpenAI, embedding_server: RuntimeServer
+    ) -> None:
+        vector = client.embeddings.create(
             model=embedding_server.name, input="a photo of a dog", encoding_format="float"
         )
         with embedding_server.client() as http:
@@ -119,13 +129,12 @@ class TestOpenAIClient:
             vector.data[0].embedding, document["outputs"][0]["data"], atol=1e-6
         )
 
-    def test_unknown_model_is_404(self, embedding_server: RuntimeServer) -> None:
+    def test_unknown_model_is_404(self, client: OpenAI) -> None:
         with pytest.raises(APIStatusError) as raised:
-            self._client(embedding_server).embeddings.create(model="gpt-x", input="hi")
+            client.embeddings.create(model="gpt-x", input="hi")
         assert raised.value.status_code == 404
 
-    def test_dimensions_must_match(self, embedding_server: RuntimeServer) -> None:
-        client = self._client(embedding_server)
+    def test_dimensions_must_match(self, client: OpenAI, embedding_server: RuntimeServer) -> None:
         assert client.embeddings.create(model=embedding_server.name, input="a", dimensions=16).data
         with pytest.raises(APIStatusError) as raised:
             client.embeddings.create(model=embedding_server.name, input="a", dimensions=8)
