@@ -105,6 +105,18 @@ def batch_wait(
     return max(0.0, deadline - now)
 
 
+def forward_light(
+    *, full: int, shared: int, decode_seconds: float | None, forward_seconds: float | None
+) -> bool | None:
+    """Whether the model's forward pass, even on ``shared`` threads, costs less per sample than
+    decoding one request (``forward_seconds`` at ``full`` threads, times ``full / shared``,
+    against ``decode_seconds``). None without both measurements."""
+    if decode_seconds is None or forward_seconds is None:
+        return None
+    # on fewer threads the forward pass takes up to full / shared times longer
+    return forward_seconds * full / shared < decode_seconds
+
+
 def forward_threads(
     *,
     full: int,
@@ -116,18 +128,18 @@ def forward_threads(
     """Intra-op threads for the next forward pass on the CPU.
 
     ``full`` when the forward pass has the cores to itself. While requests are being decoded
-    beside it (``decoding`` > 0) and the model is forward-light (its forward pass, even on
-    ``shared`` threads, costs less per sample than decoding one request: ``forward_seconds`` at
-    ``full`` threads, times ``full / shared``, against ``decode_seconds``), only
+    beside it (``decoding`` > 0) and the model is forward-light (``forward_light``), only
     ``shared``: the decoding needs a core, and torch's threads on an oversubscribed core wait
     for each other at every operator (a tiny model's batch then takes 50x longer). A
-    forward-heavy model keeps ``full``: its forward pass is the work, and the decoding fits
-    beside it. Without both measurements, ``full``.
+    forward-heavy model keeps ``full``: its forward pass is the work (and with
+    ``ThreadShare.exclusive`` the decoding waits for it). Without both measurements, ``full``.
     """
-    if shared >= full or decoding <= 0 or decode_seconds is None or forward_seconds is None:
+    if shared >= full or decoding <= 0:
         return full
-    # on fewer threads the forward pass takes up to full / shared times longer
-    return shared if forward_seconds * full / shared < decode_seconds else full
+    light = forward_light(
+        full=full, shared=shared, decode_seconds=decode_seconds, forward_seconds=forward_seconds
+    )
+    return shared if light else full
 
 
 def collate(
@@ -189,11 +201,18 @@ class BatchConfig:
 @dataclass(frozen=True, slots=True)
 class ThreadShare:
     """The forward pass's CPU threads: ``full`` alone, ``shared`` beside decoding (see
-    ``forward_threads``); ``apply`` sets them (``torch.set_num_threads``) in the worker."""
+    ``forward_threads``); ``apply`` sets them (``torch.set_num_threads``) in the worker.
+
+    ``exclusive``: ``full`` threads take every CPU the process has, so while a forward-heavy
+    model's batch runs on them (``forward_light`` is False), decoding waits for it
+    (``Batcher.incoming``): a decoding thread beside them would oversubscribe the cores, and
+    torch's threads wait for each other at every operator.
+    """
 
     full: int
     shared: int
     apply: Callable[[int], None]
+    exclusive: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -202,11 +221,18 @@ class Incoming:
 
     decode_seconds: float | None = None
     done: bool = False
+    cores: Callable[[], object] | None = None  # blocks while a batch has every core
 
     def timed(self, function: Callable[..., T]) -> Callable[..., T]:
-        """``function``, recording how long it runs (the decode time batch forming expects)."""
+        """``function``, recording how long it runs (the decode time batch forming expects).
+
+        It first waits, in its thread, while a forward pass runs on every core (see
+        ``ThreadShare.exclusive``); that wait is not decode time.
+        """
 
         def run(*args: Any, **kwargs: Any) -> T:
+            if self.cores is not None:
+                self.cores()
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
@@ -307,6 +333,8 @@ class Batcher:
         self._previous_batch_requests = 1  # requests in the last batch (1: idle so far)
         self._incoming = 0  # requests being decoded, whose samples will join the queue
         self._decode_seconds: float | None = None  # moving average of one request's decode
+        self._cores_free = threading.Event()  # cleared while a batch runs on every core
+        self._cores_free.set()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -332,6 +360,7 @@ class Batcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._cores_free.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -367,7 +396,7 @@ class Batcher:
         Batch forming waits (a little) for requests that are still being decoded, so a burst of
         requests fills one batch rather than leaving its first sample to run alone.
         """
-        ticket = Incoming()
+        ticket = Incoming(cores=self._cores_free.wait)
         with self._cond:
             self._incoming += 1
         try:
@@ -528,16 +557,24 @@ class Batcher:
         share = self._threads
         if share is None:
             return
+        measured = {
+            "decode_seconds": self._decode_seconds,
+            "forward_seconds": self._forward_seconds,
+        }
         wanted = forward_threads(
-            full=share.full,
-            shared=share.shared,
-            decoding=self._incoming,
-            decode_seconds=self._decode_seconds,
-            forward_seconds=self._forward_seconds,
+            full=share.full, shared=share.shared, decoding=self._incoming, **measured
         )
         if wanted != self._threads_now:
             share.apply(wanted)
             self._threads_now = wanted
+        # a forward-heavy model's batch on every core: decoding waits (``ThreadShare``); a
+        # forward-light one's would only hold the decoding up, for a pass shorter than it
+        if (
+            share.exclusive
+            and wanted >= share.full
+            and forward_light(full=share.full, shared=share.shared, **measured) is False
+        ):
+            self._cores_free.clear()
 
     def _run_batch(self, batch: list[_Entry]) -> None:
         start = self._clock()
@@ -553,6 +590,7 @@ class Batcher:
         finally:
             self._busy_since = None
             self._free_since = self._clock()
+            self._cores_free.set()
         for entry, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, _Failure):
                 self._fail(entry.job, outcome.error)

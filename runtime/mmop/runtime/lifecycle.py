@@ -20,7 +20,7 @@ from mmop.runtime.batching import BatchConfig, Batcher, ThreadShare
 from mmop.runtime.errors import LoadError, NotReady, one_line
 from mmop.runtime.metrics import Metrics, cuda_probes
 from mmop.runtime.protocol import InferRequest
-from mmop.runtime.settings import RuntimeSettings
+from mmop.runtime.settings import RuntimeSettings, available_cpus
 from mmop.runtime.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,13 @@ def thread_share(settings: RuntimeSettings, loaded: loading.LoadedModel) -> Thre
     shared = max(1, full - decoding_cores)
     if shared >= full:
         return None
-    return ThreadShare(full=full, shared=shared, apply=torch.set_num_threads)
+    return ThreadShare(
+        full=full,
+        shared=shared,
+        apply=torch.set_num_threads,
+        # with worker processes, decoding is not in this process's threads
+        exclusive=not processes and full >= available_cpus(),
+    )
 
 
 def _warmup_request(task: str) -> InferRequest:

@@ -621,11 +621,61 @@ async def test_a_forward_heavy_model_keeps_its_threads_beside_decoding(
 
 
 @pytest.mark.parametrize(
+    ("exclusive", "decode_seconds", "waits"),
+    [
+        (True, 0.0, True),  # forward-heavy, torch's threads on every core: decoding waits
+        (False, 0.0, False),  # the threads leave a core free (or worker processes decode)
+        (True, 0.2, False),  # forward-light: decoding would be held up for nothing
+    ],
+)
+async def test_decoding_waits_while_a_forward_heavy_batch_has_every_core(
+    recorder: Recorder, exclusive: bool, decode_seconds: float, waits: bool
+) -> None:
+    # issue 13, item 2: a decoding thread beside a forward pass on every core oversubscribed
+    # them (the small CLIP's forward pass took twice as long at concurrency 64 as at 32)
+    long_pass = threading.Event()
+    events: list[str] = []
+
+    def forward(samples: list[int]) -> list[int]:
+        if samples == [2]:
+            long_pass.set()
+            time.sleep(0.3)
+            events.append("forward done")
+        else:
+            time.sleep(0.05)  # the warm-up (and its timed rerun) teaches the forward cost
+        return recorder.forward(samples)
+
+    config = BatchConfig(max_batch_size=8, max_delay=0.0, queue_timeout=10.0)
+    share = ThreadShare(full=4, shared=3, apply=lambda threads: None, exclusive=exclusive)
+    batcher = Batcher(forward, config=config, observer=recorder, threads=share)
+    batcher.start(warmup=[0])
+    try:
+        batcher.wait_warm(5)
+        with batcher.incoming() as first:  # teaches the decode cost
+            samples = first.timed(lambda: time.sleep(decode_seconds) or [1])()
+            await batcher.submit(samples, admitted_at=time.monotonic(), ticket=first)
+        running = asyncio.create_task(batcher.submit([2], admitted_at=time.monotonic()))
+        assert await asyncio.to_thread(long_pass.wait, 5)
+        with batcher.incoming() as ticket:
+            decode = ticket.timed(lambda: events.append("decode started") or [3])
+            samples = await asyncio.to_thread(decode)
+            assert await batcher.submit(samples, admitted_at=time.monotonic(), ticket=ticket)
+        await running
+    finally:
+        batcher.stop()
+    if waits:
+        assert events == ["forward done", "decode started"]
+        assert ticket.decode_seconds is not None and ticket.decode_seconds < 0.2  # not the wait
+    else:
+        assert events == ["decode started", "forward done"]
+
+
+@pytest.mark.parametrize(
     ("changes", "device", "expected"),
     [
-        ({}, "cpu", (4, 3)),  # decoding threads: about one core
-        ({"preprocess_processes": 2}, "cpu", (4, 2)),  # one core per worker process
-        ({"preprocess_processes": 8}, "cpu", (4, 1)),  # at least one thread
+        ({}, "cpu", (4, 3, True)),  # decoding threads: about one core
+        ({"preprocess_processes": 2}, "cpu", (4, 2, False)),  # one core per worker process
+        ({"preprocess_processes": 8}, "cpu", (4, 1, False)),  # at least one thread
         ({"backend": "onnxruntime"}, "cpu", None),  # ONNX Runtime has its own pool
         ({}, "cuda", None),  # the forward pass is the GPU's
     ],
@@ -634,18 +684,23 @@ def test_thread_share_leaves_the_decoding_its_cores(
     monkeypatch: pytest.MonkeyPatch,
     changes: dict[str, object],
     device: str,
-    expected: tuple[int, int] | None,
+    expected: tuple[int, int, bool] | None,
 ) -> None:
     from types import SimpleNamespace
     from typing import Any, cast
 
+    from mmop.runtime import lifecycle
     from mmop.runtime.lifecycle import thread_share
     from mmop.runtime.settings import RuntimeSettings
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(lifecycle, "available_cpus", lambda: 4)
     settings = RuntimeSettings(model="/m", task="image-text-embedding", **changes)
     loaded = cast(Any, SimpleNamespace(device=torch.device(device)))
     share = thread_share(settings, loaded)
-    assert (None if share is None else (share.full, share.shared)) == expected
+    assert (None if share is None else (share.full, share.shared, share.exclusive)) == expected
+    monkeypatch.setattr(lifecycle, "available_cpus", lambda: 8)
+    share = thread_share(settings, loaded)
+    assert share is None or not share.exclusive  # torch's threads leave cores free: no wait
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert thread_share(settings, loaded) is None  # one thread: nothing to share
