@@ -333,6 +333,9 @@ class Batcher:
         self._previous_batch_requests = 1  # requests in the last batch (1: idle so far)
         self._incoming = 0  # requests being decoded, whose samples will join the queue
         self._decode_seconds: float | None = None  # moving average of one request's decode
+        # fastest decode seen: what decoding costs uncontended, against the fastest forward
+        # pass (``forward_light``); the average grows with the contention it decides about
+        self._decode_fastest: float | None = None
         self._cores_free = threading.Event()  # cleared while a batch runs on every core
         self._cores_free.set()
 
@@ -418,6 +421,8 @@ class Batcher:
             self._decode_seconds = (
                 seconds if previous is None else previous + _DECODE_WEIGHT * (seconds - previous)
             )
+            if self._decode_fastest is None or seconds < self._decode_fastest:
+                self._decode_fastest = seconds
 
     # --- the event-loop side ------------------------------------------------------------------
 
@@ -558,7 +563,7 @@ class Batcher:
         if share is None:
             return
         measured = {
-            "decode_seconds": self._decode_seconds,
+            "decode_seconds": self._decode_fastest,
             "forward_seconds": self._forward_seconds,
         }
         wanted = forward_threads(
