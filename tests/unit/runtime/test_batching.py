@@ -657,7 +657,7 @@ async def test_decoding_waits_while_a_forward_heavy_batch_has_every_core(
         batcher.wait_warm(5)
         for seconds in decodes:  # teach the decode cost
             with batcher.incoming() as first:
-                samples = first.timed(lambda: time.sleep(seconds) or [1])()  # noqa: B023
+                samples = first.timed(lambda s: time.sleep(s) or [1])(seconds)
                 await batcher.submit(samples, admitted_at=time.monotonic(), ticket=first)
         running = asyncio.create_task(batcher.submit([2], admitted_at=time.monotonic()))
         assert await asyncio.to_thread(long_pass.wait, 5)
