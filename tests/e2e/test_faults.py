@@ -331,6 +331,11 @@ def test_operator_killed_at_every_rollout_phase(
         )
         assert failed["stableVersion"] == "v2" and failed.get("canaryVersion") is None
         wait_until(lambda: api.deployment(f"{name}-v3") is None, within=30, what="canary removed")
+        # A pass writes the status, then its Events: the kill below must not land between them
+        # (an operator killed there loses that pass's Events; docs/operator.md).
+        wait_until(
+            lambda: api.reasons(name)["RolledBack"] == 1, within=30, what="the RolledBack event"
+        )
 
         # Failed: a restart does not retry the failed revision
         history = len(failed["history"])
