@@ -15,9 +15,6 @@ from PIL import Image
 from mmop.runtime.tasks import pixels
 from mmop.runtime.tasks.base import ImagePreprocessor
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
 
 def clip(edge: int = 32, crop: int = 32, **extra: Any) -> Any:
     return transformers.CLIPImageProcessorPil(
