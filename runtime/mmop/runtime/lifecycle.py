@@ -169,6 +169,7 @@ class ModelLifecycle:
             decoders=len(workers) or None,
         )
         (log.info if self._plan.fits else log.warning)("%s", self._plan.describe())
+        memory.settle_heap()
         self._task, self._batcher = task, batcher
         self._state = ModelState.READY
         log.info(
@@ -185,6 +186,8 @@ class ModelLifecycle:
             await asyncio.to_thread(self._batcher.stop)
         if self._processes is not None:
             self._processes.close()
+        if self._state is ModelState.READY:
+            memory.release_heap()
 
     def live(self) -> bool:
         """The event loop answers (we are here) and a started batcher is neither dead nor stuck."""

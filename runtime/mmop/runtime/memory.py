@@ -11,6 +11,7 @@ pod (pure functions here; the data plane applies the plan).
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,10 @@ MIN_ITEM_BYTES: Final = 24
 # complex spectrum of resampling (24 bytes per sample at the highest accepted rate).
 IMAGE_DECODE_BYTES_PER_PIXEL: Final = 9
 AUDIO_DECODE_BYTES_PER_SAMPLE: Final = 24
+# The cyclic GC's young-generation threshold once the model is loaded (CPython's default: 700
+# net new container objects). A serving process's per-request objects die by reference count,
+# so a collection at 700 mostly finds nothing to free (see ``settle_heap``).
+GC_YOUNG_THRESHOLD: Final = 20_000
 # No limit at all reads as a huge number in cgroup v1.
 _UNLIMITED: Final = 1 << 60
 
@@ -174,6 +179,29 @@ def memory_limit(
             return None
         return value if 0 < value < _UNLIMITED else None
     return None
+
+
+def settle_heap() -> None:
+    """Once the model is loaded and warmed up: keep the cyclic GC off the start-up heap.
+
+    Importing torch and transformers and loading the model leave about 400,000 objects that
+    the GC tracks (the tiny CLIP's serving process); without this, every full collection walks
+    them all with the GIL held, 120-190 ms each, several times a minute under load, and each
+    one stalls every request (docs/benchmarks.md, item 3). ``gc.freeze`` moves them to the
+    permanent generation, as vLLM does once its engine is up, and the young generation's
+    threshold is raised to ``GC_YOUNG_THRESHOLD``. Reference counting still frees everything
+    as before; only garbage in cycles waits longer (for the next collection, or for
+    ``release_heap``).
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
+
+
+def release_heap() -> None:
+    """Undo ``settle_heap``'s freeze (the model is closed): what it froze can be collected."""
+    gc.unfreeze()
 
 
 def resident_bytes(pid: int | None = None) -> int:

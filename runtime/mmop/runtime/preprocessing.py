@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Final, TypeVar
 
-from mmop.runtime import loading, protocol, tasks
+from mmop.runtime import loading, memory, protocol, tasks
 from mmop.runtime.errors import (
     InvalidInput,
     LoadError,
@@ -145,6 +145,7 @@ def _start_worker(settings: RuntimeSettings, source: loading.ModelSource, starte
     loaded = loading.load_model(settings, source, weights=False)
     _worker = (tasks.create_task(settings.task, loaded, settings), settings)
     _started = started
+    memory.settle_heap()
 
 
 def _send_tensor(tensor: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:

@@ -4,6 +4,7 @@ thread pool, from other processes, and a worker that dies is replaced."""
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import os
 import signal
@@ -196,6 +197,22 @@ def test_a_worker_of_an_accelerated_model_preprocesses_without_the_backend(
         worker_task, worker_settings, orjson.dumps(REQUESTS[task]), None
     )
     assert [s.kind for s in prepared.samples] == ["image", "image", "text"]
+
+
+def test_a_worker_freezes_its_start_up_heap(models: ModelStore) -> None:
+    """A worker's full collections must not walk torch's objects (``memory.settle_heap``)."""
+    from mmop.runtime import preprocessing
+
+    task = contract.TASK_IMAGE_TEXT_EMBEDDING
+    settings = RuntimeSettings(model=str(models.get(task)), task=task)
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        preprocessing._start_worker(settings, loading.preflight(settings), None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_workers_exit_when_the_serving_process_is_killed(

@@ -230,6 +230,15 @@ def test_operator_extra_has_no_model_stack() -> None:
 # --- the runtime image ---------------------------------------------------------------------------
 
 
+def test_runtime_extra_has_uvicorns_fast_loop_and_parser() -> None:
+    """The image serves with uvloop and httptools, as the benchmarks do (uvicorn picks them
+    when installed); without them it falls back to asyncio's loop and the pure-Python h11."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = project["optional-dependencies"]["runtime"]
+    names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0] for dep in runtime}
+    assert {"uvloop", "httptools"} <= names
+
+
 def _runtime_env_from_operator() -> dict[str, str]:
     doc = yaml.safe_load((ROOT / "examples" / "clip.yaml").read_text())
     (deployment,) = [

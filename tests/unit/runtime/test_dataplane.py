@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from mmop.runtime import contract, lifecycle, loading, tasks
+from mmop.runtime import contract, lifecycle, loading, memory, tasks
 from mmop.runtime.admission import AdmissionControl
 from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import Draining, LoadError, NotReady, QueueFull
@@ -155,6 +156,24 @@ class TestLifecycle:
             assert made[0].batches == [1]  # the warm-up batch: the smoke-test request's image
         finally:
             await plane.close()
+
+    async def test_the_start_up_heap_is_frozen_once_ready_and_released_on_close(self) -> None:
+        """Full collections must not walk torch's and the model's objects under load
+        (``memory.settle_heap``)."""
+        thresholds = gc.get_threshold()
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
+        plane, _ = _plane(_settings())
+        try:
+            await plane.lifecycle.load()
+            assert plane.lifecycle.state is ModelState.READY
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold()[0] == memory.GC_YOUNG_THRESHOLD
+            await plane.close()
+            assert gc.get_freeze_count() == 0
+        finally:
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
 
     async def test_a_failed_warmup_fails_the_load_and_liveness(self) -> None:
         plane, _ = _plane(_settings(), fail_warmup=True)
