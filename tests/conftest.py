@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,16 @@ def _tool(name: str) -> str:
     if found:
         return found
     pytest.fail(f"{name} not found: run scripts/fetch-k8s-tools", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _cyclic_gc_restored() -> Iterator[None]:
+    """Loading a model in process freezes the heap and raises the GC threshold
+    (``mmop.runtime.memory.settle_heap``); the next test starts from the usual GC again."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(scope="session")

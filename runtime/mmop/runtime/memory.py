@@ -6,7 +6,8 @@ and warmed up, what is left beside it is split between the bodies being received
 threads' transient buffers and the admitted requests. Admission then counts each request at
 its worst-case cost (from its body's size) against that budget as well as against
 ``maxQueueSize``, so many small requests still queue while a few huge ones cannot exhaust the
-pod (pure functions here; the data plane applies the plan).
+pod (pure functions here; the data plane applies the plan). ``settle_heap`` is the one step
+with a process-wide effect: it keeps the cyclic GC off the start-up heap once the model is ready.
 """
 
 from __future__ import annotations
@@ -186,11 +187,11 @@ def settle_heap() -> None:
 
     Importing torch and transformers and loading the model leave about 400,000 objects that
     the GC tracks (the tiny CLIP's serving process); without this, every full collection walks
-    them all with the GIL held, 120-190 ms each, several times a minute under load, and each
-    one stalls every request (docs/benchmarks.md, item 3). ``gc.freeze`` moves them to the
-    permanent generation, as vLLM does once its engine is up, and the young generation's
-    threshold is raised to ``GC_YOUNG_THRESHOLD``. Reference counting still frees everything
-    as before; only garbage in cycles waits longer (for the next collection, or for
+    them all with the GIL held, 120-190 ms each, every couple of seconds under load, and each
+    one stalls every request (docs/benchmarks.md, issue 13 item 2, last part). ``gc.freeze``
+    moves them to the permanent generation, as vLLM does once its engine is up, and the young
+    generation's threshold is raised to ``GC_YOUNG_THRESHOLD``. Reference counting still frees
+    everything as before; only garbage in cycles waits longer (for the next collection, or for
     ``release_heap``).
     """
     gc.collect()

@@ -205,14 +205,9 @@ def test_a_worker_freezes_its_start_up_heap(models: ModelStore) -> None:
 
     task = contract.TASK_IMAGE_TEXT_EMBEDDING
     settings = RuntimeSettings(model=str(models.get(task)), task=task)
-    thresholds = gc.get_threshold()
-    gc.unfreeze()
-    try:
-        preprocessing._start_worker(settings, loading.preflight(settings), None)
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+    assert gc.get_freeze_count() == 0
+    preprocessing._start_worker(settings, loading.preflight(settings), None)
+    assert gc.get_freeze_count() > 0
 
 
 def test_workers_exit_when_the_serving_process_is_killed(
