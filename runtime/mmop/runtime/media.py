@@ -109,9 +109,10 @@ def decode_image(
         )
     try:
         image.load()
-        # Phones store the orientation in EXIF; models expect upright pixels.
-        upright = ImageOps.exif_transpose(image)
-        return upright.convert("RGB")
+        # Phones store the orientation in EXIF; models expect upright pixels. Turned in place,
+        # and an RGB image is not converted: either would copy every pixel (docs/runtime.md).
+        ImageOps.exif_transpose(image, in_place=True)
+        return image if image.mode == "RGB" else image.convert("RGB")
     except Exception as exc:  # truncated or corrupt pixel data
         raise InvalidInput(f"{what} could not be decoded ({_short(exc)})") from None
 

@@ -78,6 +78,33 @@ class TestImages:
         image = decode_image(image_bytes((8, 8), mode="L"), what="i", max_pixels=1000)
         assert image.mode == "RGB"
 
+    @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+    def test_exif_orientation_is_applied(self, fmt: str) -> None:
+        # orientation 6: the camera was turned; the stored 20x10 pixels are upright as 10x20
+        pixels = Image.new("RGB", (20, 10), (10, 20, 30))
+        pixels.paste((250, 0, 0), (0, 0, 5, 5))  # a red top-left corner
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buffer = io.BytesIO()
+        pixels.save(buffer, format=fmt, exif=exif.tobytes())
+        image = decode_image(buffer.getvalue(), what="i", max_pixels=1000)
+        assert image.size == (10, 20)
+        red, _, _ = image.getpixel((8, 1))  # the stored top-left corner, turned clockwise
+        assert isinstance(red, int) and red > 200
+
+    def test_an_upright_rgb_image_is_not_copied(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        copies: list[str] = []
+        real_copy = Image.Image.copy
+
+        def counted_copy(self: Image.Image) -> Image.Image:
+            copies.append(self.mode)
+            return real_copy(self)
+
+        monkeypatch.setattr(Image.Image, "copy", counted_copy)
+        image = decode_image(image_bytes((20, 10)), what="i", max_pixels=1000)
+        assert (image.mode, image.size) == ("RGB", (20, 10))
+        assert copies == []
+
     def test_contract_png_decodes(self) -> None:
         assert decode_image(contract.tiny_png(), what="i", max_pixels=10_000).size == (32, 32)
 
