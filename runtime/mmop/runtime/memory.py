@@ -188,11 +188,11 @@ def settle_heap() -> None:
     Importing torch and transformers and loading the model leave about 400,000 objects that
     the GC tracks (the tiny CLIP's serving process); without this, every full collection walks
     them all with the GIL held, 120-190 ms each, every couple of seconds under load, and each
-    one stalls every request (docs/benchmarks.md, issue 13 item 2, last part). ``gc.freeze``
-    moves them to the permanent generation, as vLLM does once its engine is up, and the young
-    generation's threshold is raised to ``GC_YOUNG_THRESHOLD``. Reference counting still frees
-    everything as before; only garbage in cycles waits longer (for the next collection, or for
-    ``release_heap``).
+    one stalls every request (docs/benchmarks.md, issue 13 item 2, "Freezing the start-up
+    heap"). ``gc.freeze`` moves them to the permanent generation, as vLLM does once its engine
+    is up, and the young generation's threshold is raised to ``GC_YOUNG_THRESHOLD``. Reference
+    counting still frees everything as before; only garbage in cycles waits longer (for the next
+    collection, or for ``release_heap``).
     """
     gc.collect()
     gc.freeze()
