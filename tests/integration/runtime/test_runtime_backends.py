@@ -255,6 +255,52 @@ class TestCompile:
         scores = classify(task)
         assert (scores.argmax(axis=1) == eager_scores.argmax(axis=1)).all()
 
+    def test_requests_of_any_batch_size_run_without_compiling_again(
+        self, models: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import torch
+
+        # The batch of one compiled at load must match a request's own tensor (not a view):
+        # otherwise a user's first single request compiles again (12 s for the base CLIP).
+        compiled: list[int] = []
+
+        def count(gm: Any, example_inputs: Any) -> Any:
+            compiled.append(len(example_inputs))
+            return torch._dynamo.backends.debugging.aot_eager(gm, example_inputs)
+
+        monkeypatch.setattr(backends, "COMPILER", count)
+        task = load(models, EMBEDDING, backend="compile", cache_dir=tmp_path)
+        at_load = len(compiled)
+        assert at_load >= 4  # two graphs, each at the example's batch and at a batch of one
+        pixels = [task.images(image, what="image") for image in IMAGES]  # type: ignore[attr-defined]
+        with task.loaded.inference_context():
+            for count_ in (1, 3, 1, len(IMAGES)):
+                task.forward([Sample("image", (p, True)) for p in pixels[:count_]])
+                task.forward([Sample("text", (t, True)) for t in TEXTS[:count_]])
+        assert len(compiled) == at_load
+
+    def test_inductor_freezes_the_graph(
+        self, models: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import torch
+
+        # With inductor (production), the weights are frozen into the compiled graph; the call
+        # is recorded and the module returned as is, so no C++ build runs here.
+        calls: list[dict[str, Any]] = []
+
+        def record(module: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return module
+
+        monkeypatch.setattr(backends, "COMPILER", "inductor")
+        monkeypatch.setattr(torch, "compile", record)
+        load(models, CLASSIFICATION, backend="compile", cache_dir=tmp_path)
+        assert calls, "torch.compile was not called"
+        for kwargs in calls:
+            assert kwargs["backend"] == "inductor"
+            assert kwargs["options"] == {"freezing": True}
+            assert kwargs["dynamic"] is True
+
 
 class TestInt8AndBfloat16:
     def test_int8_quantizes_the_linear_layers_and_agrees(
