@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from starlette.responses import PlainTextResponse
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from mmop.runtime import contract
+from mmop.runtime import contract, loading
+from mmop.runtime.dataplane import DataPlane
 from mmop.runtime.errors import (
     BodyTimeout,
     Draining,
@@ -24,8 +27,10 @@ from mmop.runtime.errors import (
     Unauthorized,
 )
 from mmop.runtime.metrics import Metrics
+from mmop.runtime.server.app import InferFastPath, create_app
 from mmop.runtime.server.errors import error_response
 from mmop.runtime.server.middleware import BearerAuthMiddleware, endpoint_of
+from mmop.runtime.settings import RuntimeSettings
 
 
 @pytest.mark.parametrize(
@@ -130,3 +135,79 @@ def test_bearer_tokens_are_normalised_on_both_sides(configured: str, presented: 
     assert client.get("/v2/models/m", headers={"Authorization": presented}).status_code == 200
     assert client.get("/v2/models/m", headers={"Authorization": "Bearer s3cre"}).status_code == 401
     assert client.get("/v2/models/m").status_code == 401
+
+
+_SOURCE = loading.ModelSource(original="/m", kind="local", location="/m")
+
+
+class _RecordingHandlers:
+    """The infer handler's seat: records (name, version) and answers 200."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    async def infer(self, name: str, request: Request, version: str | None = None) -> Response:
+        self.calls.append((name, version))
+        return PlainTextResponse("handler")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "root_path", "expected"),
+    [
+        ("POST", "/v2/models/clip/infer", "", ("clip", None)),
+        ("POST", "/v2/models/clip/versions/3/infer", "", ("clip", "3")),
+        ("GET", "/v2/models/clip/infer", "", None),  # the router answers 405 with Allow
+        ("POST", "/v2/models/clip/infer/", "", None),  # the router's trailing-slash redirect
+        ("POST", "/v2/models/a/b/infer", "", None),  # {name} is one segment
+        ("POST", "/v2/models/clip/versions/infer", "", None),
+        ("POST", "/v1/embeddings", "", None),
+        ("POST", "/v2/models/clip/infer", "/mounted", None),  # the router strips root_path
+    ],
+)
+def test_infer_requests_go_straight_to_the_handler_and_nothing_else_does(
+    method: str, path: str, root_path: str, expected: tuple[str, str | None] | None
+) -> None:
+    handlers = _RecordingHandlers()
+    routed: list[str] = []
+
+    async def router(scope: Scope, receive: Receive, send: Send) -> None:
+        routed.append(scope["path"])
+        await PlainTextResponse("router")(scope, receive, send)
+
+    fast = InferFastPath(router, handlers=handlers)  # type: ignore[arg-type]
+    client = TestClient(fast, root_path=root_path)
+    response = client.request(method, path, content=b"{}", follow_redirects=False)
+    if expected is None:
+        assert (handlers.calls, response.text) == ([], "router")
+        assert len(routed) == 1
+    else:
+        assert (handlers.calls, response.text) == ([expected], "handler")
+        assert routed == []
+
+
+def test_the_app_serves_infer_past_its_router() -> None:
+    # The infer routes stay registered (OpenAPI, 405s); a request that reached one would fail.
+    settings = RuntimeSettings(model="/m", task=contract.TASK_IMAGE_CLASSIFICATION)
+    plane = DataPlane(settings, metrics=Metrics(model=settings.model_name), source=_SOURCE)
+    app = create_app(plane)
+    infer_routes = [
+        route
+        for route in app.router.routes
+        if isinstance(route, APIRoute) and route.path.endswith("/infer")
+    ]
+    assert len(infer_routes) == 2
+
+    async def trap(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError(f"{scope['path']} went through the router")
+
+    for route in infer_routes:
+        route.app = trap
+    client = TestClient(app)  # no lifespan: the model is not loaded
+    # the handler's own answers: not ready yet, and no such version
+    response = client.post("/v2/models/m/infer", content=b"{}")
+    assert response.status_code == 503, response.text
+    response = client.post("/v2/models/m/versions/1/infer", content=b"{}")
+    assert response.status_code == 404, response.text
+    assert "has no version '1'" in response.json()["error"]
+    # and the infer requests are still counted by the metrics middleware outside it
+    assert 'endpoint="infer"' in plane.metrics.render().decode()
