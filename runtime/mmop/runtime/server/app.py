@@ -152,12 +152,12 @@ class InferFastPath:
     """OIP infer requests go straight to their handler, past FastAPI's router.
 
     The router matches the path against every route in turn, resolves the handler's
-    parameters and wraps it in its exception middleware: about a third of the event loop's
-    work per request for a small model (docs/benchmarks.md, item 3), on the one thread every
-    request passes through. The handler is the route's own (``_Handlers.infer``), it answers
-    every error itself, and the routes stay registered for the OpenAPI document; any other
-    path or method (a 405, a redirect for a trailing slash, a mounted ``root_path``) goes on
-    to the router.
+    parameters and wraps it in its exception middleware; FastAPI's and Starlette's layers took
+    about 30 % of the event loop's GIL time per request in a profile of the tiny CLIP, on the
+    one thread every request passes through (docs/benchmarks.md, item 3). The handler is the
+    route's own (``_Handlers.infer``), it answers every error itself, and the routes stay
+    registered for the OpenAPI document; any other path or method (a 405, a redirect for a
+    trailing slash, a mounted ``root_path``) goes on to the router.
     """
 
     def __init__(self, app: ASGIApp, *, handlers: _Handlers) -> None:
