@@ -7,6 +7,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import compile_path
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
@@ -174,7 +175,11 @@ def test_infer_requests_go_straight_to_the_handler_and_nothing_else_does(
         routed.append(scope["path"])
         await PlainTextResponse("router")(scope, receive, send)
 
-    fast = InferFastPath(router, handlers=handlers)  # type: ignore[arg-type]
+    paths = [
+        compile_path(path)[0]
+        for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")
+    ]
+    fast = InferFastPath(router, handlers=handlers, paths=paths)  # type: ignore[arg-type]
     client = TestClient(fast, root_path=root_path)
     response = client.request(method, path, content=b"{}", follow_redirects=False)
     if expected is None:

@@ -11,10 +11,11 @@ import asyncio
 import inspect
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -136,16 +137,16 @@ def create_app(
     _add_health_routes(app, handlers)
     _add_model_routes(app, handlers)
     _add_openai_routes(app, handlers)
+    infer_paths = [
+        route.path_regex
+        for route in app.router.routes
+        if isinstance(route, APIRoute)
+        and route.endpoint in (handlers.plain_infer, handlers.versioned_infer)
+    ]
     # innermost: inside auth and the request metrics, so both still see every infer request
-    app.add_middleware(InferFastPath, handlers=handlers)
+    app.add_middleware(InferFastPath, handlers=handlers, paths=infer_paths)
     _add_middleware(app, plane)
     return app
-
-
-# The paths of the two infer routes below, as Starlette matches them ({name} is one segment).
-_INFER_PATH: Final = re.compile(
-    r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer"
-)
 
 
 class InferFastPath:
@@ -157,21 +158,29 @@ class InferFastPath:
     one thread every request passes through (docs/benchmarks.md, item 3). The handler is the
     route's own (``_Handlers.infer``), it answers every error itself, and the routes stay
     registered for the OpenAPI document; any other path or method (a 405, a redirect for a
-    trailing slash, a mounted ``root_path``) goes on to the router.
+    trailing slash, a mounted ``root_path``) goes on to the router. ``paths`` are the infer
+    routes' own compiled paths (``path_regex``), so both match the same requests.
     """
 
-    def __init__(self, app: ASGIApp, *, handlers: _Handlers) -> None:
+    def __init__(
+        self, app: ASGIApp, *, handlers: _Handlers, paths: Sequence[re.Pattern[str]]
+    ) -> None:
         self.app = app
         self.handlers = handlers
+        self.paths = tuple(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            match = _INFER_PATH.fullmatch(scope["path"])
-            if match is not None:
-                request = Request(scope, receive, send)
-                response = await self.handlers.infer(match["name"], request, match["version"])
-                await response(scope, receive, send)
-                return
+            for path in self.paths:
+                match = path.match(scope["path"])
+                if match is not None:
+                    params = match.groupdict()
+                    request = Request(scope, receive, send)
+                    response = await self.handlers.infer(
+                        params["name"], request, params.get("version")
+                    )
+                    await response(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 
